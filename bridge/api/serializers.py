@@ -1,0 +1,112 @@
+"""What the HTTP API accepts and answers."""
+
+from django.conf import settings
+from rest_framework import serializers
+
+from ..addressing import CHANNEL_NAME, Target, is_valid_user_id
+from ..services import PushItem
+
+
+class StrictSerializer(serializers.Serializer):
+    """Refuses fields it does not know: a typo must not pass as a default."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return super().to_internal_value(data)
+
+
+class AnyJSONField(serializers.JSONField):
+    """Any JSON value, null included."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("allow_null", True)
+        super().__init__(**kwargs)
+
+
+class PushIn(StrictSerializer):
+    user_id = serializers.CharField(required=False, max_length=200, trim_whitespace=False)
+    channel = serializers.RegexField(CHANNEL_NAME, required=False, max_length=100)
+    broadcast = serializers.BooleanField(required=False, default=False)
+    data = AnyJSONField(required=False, default=None)
+    event_type = serializers.CharField(required=False, default="message", max_length=100)
+    event_id = serializers.CharField(required=False, max_length=200)
+    timestamp = serializers.FloatField(required=False)
+
+    def validate_user_id(self, value):
+        if not is_valid_user_id(value):
+            raise serializers.ValidationError("Must be 1 to 200 printable characters.")
+        return value
+
+    def validate(self, attrs):
+        targets = [t for t in ("user_id", "channel") if t in attrs] + (
+            ["broadcast"] if attrs.get("broadcast") else []
+        )
+        if len(targets) != 1:
+            raise serializers.ValidationError(
+                "Give exactly one target: `user_id`, `channel` or `broadcast: true`."
+            )
+        return attrs
+
+    def to_item(self) -> PushItem:
+        attrs = self.validated_data
+        if "user_id" in attrs:
+            target = Target("user", attrs["user_id"])
+        elif "channel" in attrs:
+            target = Target("channel", attrs["channel"])
+        else:
+            target = Target("broadcast")
+        return PushItem(
+            target=target,
+            data=attrs["data"],
+            event_type=attrs["event_type"],
+            ts=attrs.get("timestamp"),
+            event_id=attrs.get("event_id"),
+        )
+
+
+class ReceiptOut(serializers.Serializer):
+    id = serializers.CharField(help_text="Message id, increasing within its stream.")
+    delivered = serializers.IntegerField(help_text="Connections it was written to.")
+    online = serializers.BooleanField(help_text="Whether the target had a live connection.")
+    stored = serializers.BooleanField(help_text="Kept for the target's next connection.")
+
+
+class BatchOut(serializers.Serializer):
+    results = ReceiptOut(many=True)
+    delivered = serializers.IntegerField()
+
+
+def batch_items(payload) -> list:
+    """The list of push bodies of a batch: a JSON list or `{"messages": [...]}`."""
+    if isinstance(payload, dict) and set(payload) == {"messages"}:
+        payload = payload["messages"]
+    if not isinstance(payload, list):
+        raise serializers.ValidationError(
+            {"non_field_errors": ["A batch is a JSON list, or an object with `messages`."]}
+        )
+    if not payload:
+        raise serializers.ValidationError(
+            {"non_field_errors": ["A batch needs at least one item."]}
+        )
+    if len(payload) > settings.BATCH_MAX:
+        raise serializers.ValidationError(
+            {"non_field_errors": [f"A batch holds at most {settings.BATCH_MAX} items."]}
+        )
+    return payload
+
+
+def validate_batch(payload) -> list[PushItem]:
+    """Every item validated before any is delivered; errors keyed by index."""
+    items, errors = [], {}
+    for index, body in enumerate(batch_items(payload)):
+        serializer = PushIn(data=body)
+        if serializer.is_valid():
+            items.append(serializer.to_item())
+        else:
+            errors[str(index)] = serializer.errors
+    if errors:
+        raise serializers.ValidationError(errors)
+    return items

@@ -1,0 +1,77 @@
+"""ASGI pieces that sit in front of Django and the consumer."""
+
+from channels.security.websocket import OriginValidator
+from django.conf import settings
+
+from . import envelope
+from .errors import TooLarge
+
+
+class BrowserOriginValidator(OriginValidator):
+    """Checks the Origin of browser handshakes against ALLOWED_ORIGINS.
+
+    A handshake without an Origin header comes from a non-browser client
+    (wscat, curl, a backend); it goes on to authentication.
+    """
+
+    def valid_origin(self, parsed_origin):
+        if parsed_origin is None:
+            return True
+        return super().valid_origin(parsed_origin)
+
+
+class BodyLimit:
+    """Answers 413 to an HTTP body over MAX_BODY_BYTES before Django reads it."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = settings.MAX_BODY_BYTES
+        length = dict(scope.get("headers", ())).get(b"content-length")
+        if length is not None:
+            if not length.isdigit() or int(length) > limit:
+                return await _too_large(send, limit)
+            return await self.app(scope, receive, send)
+        # No length announced (chunked): read it all here, within the limit.
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return await _too_large(send, limit)
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, send)
+
+
+async def _too_large(send, limit: int) -> None:
+    body = envelope.dumps(TooLarge(f"Bodies are limited to {limit} bytes.").as_body()).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,132 @@
+"""The embedded default: history, registry and fan-out inside one process."""
+
+import time
+from collections import deque
+
+from django.conf import settings
+
+from ..envelope import frame
+from ..history import format_id
+from ..hub import Hub, LocalSocket
+from . import Outgoing, Published
+
+SWEEP_EVERY = 60.0  # seconds between sweeps of expired streams
+
+
+class MemoryBackend:
+    name = "memory"
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        # stream -> deque of (key, tail, stored_at)
+        self.history: dict[str, deque] = {}
+        self.last_key: dict[str, tuple[int, int]] = {}
+        self.pending: dict[str, tuple[str, float]] = {}  # user -> (first id, expires)
+        self.connections: dict[str, dict[str, str]] = {}  # user -> {conn id: channel name}
+        self._next_sweep = time.monotonic() + SWEEP_EVERY
+
+    # -- publishing -------------------------------------------------------------
+    def _append(self, stream: str, tail: str, now: float) -> tuple[int, int]:
+        ms = int(now * 1000)
+        last = self.last_key.get(stream)
+        key = (ms, 0) if last is None or ms > last[0] else (last[0], last[1] + 1)
+        self.last_key[stream] = key
+        entries = self.history.get(stream)
+        if entries is None:
+            entries = self.history[stream] = deque(maxlen=settings.HISTORY_SIZE)
+        entries.append((key, tail, now))
+        return key
+
+    def _publish(self, out: Outgoing, now: float) -> Published:
+        message_id = format_id(self._append(out.stream, out.tail, now))
+        text = frame(message_id, out.tail)
+        online = self.hub.deliver(out.stream, message_id, text)
+        if online == 0 and out.user is not None:
+            first = self.pending.get(out.user)
+            self.pending[out.user] = (
+                first[0] if first else message_id,
+                now + settings.HISTORY_TTL,
+            )
+        return Published(message_id, text, online)
+
+    async def publish(self, out: Outgoing) -> Published:
+        return (await self.publish_many([out]))[0]
+
+    async def publish_many(self, outgoing: list[Outgoing]) -> list[Published]:
+        now = time.time()
+        if time.monotonic() > self._next_sweep:
+            self._sweep(now)
+        return [self._publish(out, now) for out in outgoing]
+
+    # -- history ----------------------------------------------------------------
+    async def replay(
+        self, stream: str, *, after: tuple[int, int] | None = None, start: str | None = None
+    ) -> list[tuple[str, str]]:
+        """Frames of `stream` after the key `after` (or from the id `start` on)."""
+        entries = self.history.get(stream)
+        if not entries:
+            return []
+        oldest = time.time() - settings.HISTORY_TTL
+        out = []
+        start_key = None
+        if start is not None:
+            ms, seq = start.split("-")
+            start_key = (int(ms), int(seq))
+        for key, tail, stored_at in entries:
+            if stored_at < oldest:
+                continue
+            if after is not None and key <= after:
+                continue
+            if start_key is not None and key < start_key:
+                continue
+            message_id = format_id(key)
+            out.append((message_id, frame(message_id, tail)))
+        return out
+
+    async def take_pending(self, user: str) -> str | None:
+        entry = self.pending.pop(user, None)
+        if entry is None or entry[1] < time.time():
+            return None
+        return entry[0]
+
+    def _sweep(self, now: float) -> None:
+        self._next_sweep = time.monotonic() + SWEEP_EVERY
+        oldest = now - settings.HISTORY_TTL
+        for stream in list(self.history):
+            entries = self.history[stream]
+            while entries and entries[0][2] < oldest:
+                entries.popleft()
+            if not entries:
+                del self.history[stream]
+        for user in [u for u, (_, expires) in self.pending.items() if expires < now]:
+            del self.pending[user]
+
+    # -- listeners and registry -----------------------------------------------------
+    async def attach(self, sock: LocalSocket, streams: list[str]) -> None:
+        for stream in streams:
+            self.hub.listen(sock, stream)
+
+    async def detach(self, sock: LocalSocket, streams: list[str]) -> None:
+        for stream in streams:
+            self.hub.unlisten(sock, stream)
+
+    async def register(self, *, user: str, connection_id: str, channel_name: str) -> None:
+        self.connections.setdefault(user, {})[connection_id] = channel_name
+
+    async def unregister(self, *, user: str, connection_id: str) -> None:
+        conns = self.connections.get(user)
+        if conns is not None:
+            conns.pop(connection_id, None)
+            if not conns:
+                del self.connections[user]
+
+    async def user_connections(self, user: str) -> dict[str, str]:
+        """Live connections of a user: connection id -> Channels channel name."""
+        return dict(self.connections.get(user, {}))
+
+    def forget(self, sock: LocalSocket) -> None:
+        """Drop a socket at once (no I/O): used when a consumer is cancelled."""
+        self.hub.remove(sock)
+
+    async def ping(self) -> None:
+        return None

@@ -1,0 +1,262 @@
+"""History, registry and fan-out in Redis: processes sharing it are one gateway.
+
+Each message is added to its stream's history and published on the bus in
+one Lua script, so ids and bus order agree: every process hears a stream's
+messages in id order. A process subscribes to a stream's bus channel only
+while it has local listeners, and fans each bus message out to them itself:
+one Redis message per process per delivery, never one per recipient.
+
+Keys (all under REDIS_PREFIX): `h:<stream>` history (a Redis stream),
+`p:<stream>` bus channel, `lst:<stream>` process -> listener count,
+`uconn:<user>` connection id -> "process|channel name", `pend:<user>` first
+id stored while the user was offline, `alive:<process>` liveness.
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import redis.asyncio as aioredis
+from django.conf import settings
+
+from .. import addressing
+from ..envelope import HEAD, frame
+from ..history import format_id
+from ..hub import Hub, LocalSocket
+from ..instance import INSTANCE_ID
+from . import Outgoing, Published
+
+log = logging.getLogger(__name__)
+
+ALIVE_TTL = 15  # seconds a process counts as alive without renewing
+ALIVE_EVERY = 5  # seconds between renewals
+
+PUBLISH = """
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl_ms = tonumber(ARGV[3])
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], '*', 't', ARGV[1])
+redis.call('XTRIM', KEYS[1], 'MINID', now_ms - ttl_ms)
+redis.call('PEXPIRE', KEYS[1], ttl_ms)
+redis.call('PUBLISH', KEYS[2], ARGV[4] .. id .. ARGV[1])
+local online = 0
+local counts = redis.call('HGETALL', KEYS[3])
+for i = 1, #counts, 2 do
+  local n = tonumber(counts[i + 1])
+  if n > 0 and redis.call('EXISTS', ARGV[5] .. counts[i]) == 1 then
+    online = online + n
+  end
+end
+if online == 0 and ARGV[6] == '1' then
+  if not redis.call('SET', KEYS[4], id, 'NX', 'PX', ttl_ms) then
+    redis.call('PEXPIRE', KEYS[4], ttl_ms)
+  end
+end
+return {id, online}
+"""
+
+# Decrement a listener count and drop the field at zero, atomically.
+DECREMENT = """
+for i = 1, #KEYS do
+  if redis.call('HINCRBY', KEYS[i], ARGV[1], -1) <= 0 then
+    redis.call('HDEL', KEYS[i], ARGV[1])
+  end
+end
+return 0
+"""
+
+
+class RedisBackend:
+    name = "redis"
+
+    def __init__(self, hub: Hub, url: str) -> None:
+        self.hub = hub
+        self.client = aioredis.from_url(url, decode_responses=True)
+        self._publish = self.client.register_script(PUBLISH)
+        self._decrement = self.client.register_script(DECREMENT)
+        self._pubsub = None
+        self._ready: dict[str, asyncio.Future] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._started = False
+        self._start_lock = asyncio.Lock()
+
+    # -- life ---------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._started:
+            return
+        async with self._start_lock:
+            if self._started:
+                return
+            await self._renew_alive()
+            self._pubsub = self.client.pubsub()
+            # A permanent subscription keeps the reader's listen() loop alive.
+            control = addressing.redis_key("ctl", INSTANCE_ID)
+            self._ready[control] = asyncio.get_running_loop().create_future()
+            await self._pubsub.subscribe(control)
+            self._spawn(self._read())
+            self._spawn(self._keep_alive())
+            await self._ready[control]
+            self._started = True
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _renew_alive(self) -> None:
+        await self.client.set(addressing.alive_prefix() + INSTANCE_ID, "1", ex=ALIVE_TTL)
+
+    async def _keep_alive(self) -> None:
+        while True:
+            await asyncio.sleep(ALIVE_EVERY)
+            try:
+                await self._renew_alive()
+            except Exception:
+                log.exception("could not renew this process's liveness in Redis")
+
+    async def _read(self) -> None:
+        prefix_len = len(settings.REDIS_PREFIX) + 3  # "<prefix>:p:"
+        head_len = len(HEAD)
+        while True:
+            try:
+                async for msg in self._pubsub.listen():
+                    kind = msg["type"]
+                    channel = msg["channel"]
+                    if kind == "message":
+                        text = msg["data"]
+                        message_id = text[head_len : text.index('"', head_len)]
+                        self.hub.deliver(channel[prefix_len:], message_id, text)
+                    elif kind == "subscribe":
+                        waiter = self._ready.get(channel)
+                        if waiter is not None and not waiter.done():
+                            waiter.set_result(None)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("Redis bus reader failed; restarting")
+                await asyncio.sleep(0.5)
+
+    async def ping(self) -> None:
+        await self.client.ping()
+
+    # -- publishing -------------------------------------------------------------
+    def _script_args(self, out: Outgoing) -> tuple[list[str], list]:
+        keys = [
+            addressing.history_key(out.stream),
+            addressing.bus_channel(out.stream),
+            addressing.stream_listeners_key(out.stream),
+            addressing.pending_key(out.user)
+            if out.user is not None
+            else addressing.history_key(out.stream),
+        ]
+        args = [
+            out.tail,
+            settings.HISTORY_SIZE,
+            settings.HISTORY_TTL * 1000,
+            HEAD,
+            addressing.alive_prefix(),
+            "1" if out.user is not None else "0",
+        ]
+        return keys, args
+
+    async def publish(self, out: Outgoing) -> Published:
+        keys, args = self._script_args(out)
+        message_id, online = await self._publish(keys=keys, args=args)
+        return Published(message_id, frame(message_id, out.tail), int(online))
+
+    async def publish_many(self, outgoing: list[Outgoing]) -> list[Published]:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for out in outgoing:
+                keys, args = self._script_args(out)
+                await self._publish(keys=keys, args=args, client=pipe)
+            results = await pipe.execute()
+        return [
+            Published(message_id, frame(message_id, out.tail), int(online))
+            for out, (message_id, online) in zip(outgoing, results, strict=True)
+        ]
+
+    # -- history ----------------------------------------------------------------
+    async def replay(
+        self, stream: str, *, after: tuple[int, int] | None = None, start: str | None = None
+    ) -> list[tuple[str, str]]:
+        """Frames of `stream` after the key `after` (or from the id `start` on)."""
+        oldest = (int(time.time() * 1000) - settings.HISTORY_TTL * 1000, 0)
+        if after is not None and after >= oldest:
+            low = "(" + format_id(after)
+        elif start is not None:
+            low = max(start, format_id(oldest), key=lambda i: tuple(map(int, i.split("-"))))
+        else:
+            low = format_id(oldest)
+        entries = await self.client.xrange(addressing.history_key(stream), min=low, max="+")
+        return [(message_id, frame(message_id, fields["t"])) for message_id, fields in entries]
+
+    async def take_pending(self, user: str) -> str | None:
+        return await self.client.getdel(addressing.pending_key(user))
+
+    # -- listeners and registry -----------------------------------------------------
+    async def attach(self, sock: LocalSocket, streams: list[str]) -> None:
+        """Make `sock` hear `streams`; returns once the bus delivers them here."""
+        await self.start()
+        loop = asyncio.get_running_loop()
+        new = []
+        for stream in streams:
+            if self.hub.listen(sock, stream):
+                channel = addressing.bus_channel(stream)
+                self._ready[channel] = loop.create_future()
+                new.append(channel)
+        if new:
+            await self._pubsub.subscribe(*new)
+        waiters = [self._ready[addressing.bus_channel(s)] for s in streams]
+        await asyncio.gather(*(asyncio.shield(w) for w in waiters if not w.done()))
+        async with self.client.pipeline(transaction=False) as pipe:
+            for stream in streams:
+                pipe.hincrby(addressing.stream_listeners_key(stream), INSTANCE_ID, 1)
+            await pipe.execute()
+
+    async def detach(self, sock: LocalSocket, streams: list[str]) -> None:
+        emptied = [s for s in streams if self.hub.unlisten(sock, s)]
+        await self._forget_remote(streams, emptied)
+
+    async def _forget_remote(self, streams: list[str], emptied: list[str]) -> None:
+        if emptied:
+            channels = [addressing.bus_channel(s) for s in emptied]
+            for channel in channels:
+                self._ready.pop(channel, None)
+            await self._pubsub.unsubscribe(*channels)
+        if streams:
+            keys = [addressing.stream_listeners_key(s) for s in streams]
+            await self._decrement(keys=keys, args=[INSTANCE_ID])
+
+    def forget(self, sock: LocalSocket) -> None:
+        """Drop a socket at once; its Redis bookkeeping follows in the background."""
+        streams = list(sock.streams)
+        emptied = self.hub.remove(sock)
+        self._spawn(self._forget_remote(streams, emptied))
+
+    async def register(self, *, user: str, connection_id: str, channel_name: str) -> None:
+        await self.client.hset(
+            addressing.user_connections_key(user), connection_id, f"{INSTANCE_ID}|{channel_name}"
+        )
+
+    async def unregister(self, *, user: str, connection_id: str) -> None:
+        await self.client.hdel(addressing.user_connections_key(user), connection_id)
+
+    async def user_connections(self, user: str) -> dict[str, str]:
+        """Live connections of a user: connection id -> Channels channel name.
+
+        Entries of processes that stopped renewing their liveness are dropped.
+        """
+        key = addressing.user_connections_key(user)
+        entries = await self.client.hgetall(key)
+        if not entries:
+            return {}
+        owners = {conn: value.split("|", 1) for conn, value in entries.items()}
+        procs = sorted({proc for proc, _ in owners.values()})
+        alive = await self.client.mget([addressing.alive_prefix() + p for p in procs])
+        living = {p for p, a in zip(procs, alive, strict=True) if a}
+        dead = [conn for conn, (proc, _) in owners.items() if proc not in living]
+        if dead:
+            with contextlib.suppress(Exception):
+                await self.client.hdel(key, *dead)
+        return {conn: name for conn, (proc, name) in owners.items() if proc in living}

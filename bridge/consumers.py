@@ -1,0 +1,193 @@
+"""The WebSocket transport: frames in, services called, frames out.
+
+Fan-out does not pass through this consumer: the hub writes encoded frames
+straight to its ASGI `send`. What remains here is the handshake, the client's
+own frames, and control events from the channel layer.
+"""
+
+import asyncio
+import logging
+import time
+
+from channels.consumer import get_handler_name
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from accounts import identity
+
+from . import envelope, metrics, protocol, services
+from .connections import Connection, parse_since
+from .errors import (
+    BridgeError,
+    NotAuthenticated,
+    SlowConsumer,
+    TooLarge,
+    UnsupportedFrame,
+    Validation,
+)
+
+log = logging.getLogger(__name__)
+
+
+class GatewayConsumer(AsyncWebsocketConsumer):
+    conn: Connection | None = None
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # Also reached when the server cancels the consumer without a
+            # disconnect event (Daphne does on shutdown).
+            if self.conn is not None:
+                self.conn.close()
+
+    async def dispatch(self, message):
+        # Channels hops to a thread before every message to close stale
+        # database connections; frames here never touch the database.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+    # -- handshake --------------------------------------------------------------
+    async def connect(self):
+        # Accept first so that a refused client learns why from a close code.
+        await self.accept()
+        try:
+            principal = await identity.aresolve(self.scope)
+        except identity.AuthenticationFailed as exc:
+            await self._refuse(NotAuthenticated(str(exc)))
+            return
+        conn = Connection(
+            principal=principal,
+            channel_name=self.channel_name,
+            send=self.base_send,
+            transport="websocket",
+            on_overflow=self._overflowed,
+        )
+        bad_since = None
+        try:
+            since = parse_since(identity.query_params(self.scope).get("since"))
+        except Validation as exc:
+            bad_since, since = exc, None
+        try:
+            await conn.aopen(since=since)
+        except BridgeError as exc:
+            conn.close()
+            await self._refuse(exc)
+            return
+        self.conn = conn
+        if bad_since is not None:
+            conn.send_frame(bad_since.as_frame())
+
+    async def _refuse(self, exc: BridgeError) -> None:
+        metrics.ERRORS.labels(exc.code).inc()
+        await self.send(text_data=envelope.dumps(exc.as_frame()))
+        await self.close(exc.close_code)
+
+    async def disconnect(self, code):
+        if self.conn is not None:
+            self.conn.close()
+
+    def _overflowed(self) -> None:
+        self._closing = asyncio.ensure_future(self._refuse(SlowConsumer()))
+
+    # -- client frames ----------------------------------------------------------
+    async def receive(self, text_data=None, bytes_data=None):
+        metrics.FRAMES_IN.inc()
+        conn = self.conn
+        if conn is None:
+            return
+        try:
+            if text_data is None:
+                if len(bytes_data) > settings.WEBSOCKET_MAX_FRAME_BYTES:
+                    raise TooLarge(_too_large_message())
+                raise UnsupportedFrame()
+            if _utf8_size_over(text_data, settings.WEBSOCKET_MAX_FRAME_BYTES):
+                raise TooLarge(_too_large_message())
+            request = protocol.parse(text_data)
+            await HANDLERS[request.action](self, conn, request)
+        except BridgeError as exc:
+            metrics.ERRORS.labels(exc.code).inc()
+            if exc.close_code is not None:
+                await self._refuse(exc)
+            else:
+                conn.send_frame(exc.as_frame())
+        except Exception:
+            log.exception("frame handling failed")
+            metrics.ERRORS.labels("internal_error").inc()
+            conn.send_frame(
+                {"type": "error", "code": "internal_error", "message": "The frame failed."}
+            )
+
+    async def _ping(self, conn: Connection, request):
+        conn.send_frame(_reply(request, {"type": "pong", "ts": time.time()}))
+
+    async def _pong(self, conn: Connection, request):
+        return None  # An answer to a server ping: receiving it is all that counts.
+
+    async def _subscribe(self, conn: Connection, request):
+        channel = request.fields["channel"]
+        since = parse_since(request.fields["since"])
+        replayed = await conn.asubscribe(channel=channel, since=since)
+        conn.send_frame(
+            _reply(request, {"type": "subscribed", "channel": channel, "replayed": replayed})
+        )
+
+    async def _unsubscribe(self, conn: Connection, request):
+        channel = request.fields["channel"]
+        await conn.aunsubscribe(channel=channel)
+        conn.send_frame(_reply(request, {"type": "unsubscribed", "channel": channel}))
+
+    async def _publish(self, conn: Connection, request):
+        receipt = await services.apublish(sender=_sender(conn), **request.fields)
+        _ack(conn, request, receipt)
+
+    async def _send(self, conn: Connection, request):
+        receipt = await services.asend(sender=_sender(conn), **request.fields)
+        _ack(conn, request, receipt)
+
+    # -- channel layer events -------------------------------------------------------
+    async def bridge_close(self, event):
+        """Another part of the gateway asks this connection to close."""
+        error = BridgeError(event.get("message") or "Closed by the gateway.")
+        error.code = event["error"]
+        error.close_code = event["code"]
+        await self._refuse(error)
+
+
+HANDLERS = {
+    "ping": GatewayConsumer._ping,
+    "pong": GatewayConsumer._pong,
+    "subscribe": GatewayConsumer._subscribe,
+    "unsubscribe": GatewayConsumer._unsubscribe,
+    "publish": GatewayConsumer._publish,
+    "send": GatewayConsumer._send,
+}
+
+
+def _sender(conn: Connection) -> dict:
+    return {"user": conn.principal.user}
+
+
+def _reply(request, frame: dict) -> dict:
+    if request.request_id is not None:
+        frame["request_id"] = request.request_id
+    return frame
+
+
+def _ack(conn: Connection, request, receipt) -> None:
+    if request.request_id is not None:
+        conn.send_frame(
+            {"type": "ack", "request_id": request.request_id, "action": request.action}
+            | receipt.as_dict()
+        )
+
+
+def _utf8_size_over(text: str, limit: int) -> bool:
+    # A character takes at most 4 bytes: only encode when it could matter.
+    return len(text) > limit or (len(text) * 4 > limit and len(text.encode()) > limit)
+
+
+def _too_large_message() -> str:
+    return f"Frames are limited to {settings.WEBSOCKET_MAX_FRAME_BYTES} bytes."

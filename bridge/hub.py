@@ -1,0 +1,180 @@
+"""Process-local fan-out: which of this process's sockets hear which stream.
+
+A message reaches a process once (from the bus), already encoded; the hub
+writes that one frame to each local socket. Writes start eagerly: an ASGI
+send that completes at once costs no task; one that would block moves that
+socket to a bounded backlog drained by its own task, so one client that
+stops reading never stalls the others.
+"""
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+from . import metrics
+from .history import parse_id
+
+log = logging.getLogger(__name__)
+
+Send = Callable[[dict], Awaitable[None]]
+
+
+class LocalSocket:
+    """One live connection as the hub sees it: a send callable and its streams."""
+
+    __slots__ = (
+        "_backlog",
+        "_buffer",
+        "_drain_task",
+        "_send",
+        "closed",
+        "max_backlog",
+        "on_overflow",
+        "streams",
+    )
+
+    def __init__(self, send: Send, *, max_backlog: int, on_overflow: Callable[[], None]):
+        self._send = send
+        self.max_backlog = max_backlog
+        self.on_overflow = on_overflow
+        self.streams: set[str] = set()
+        self.closed = False
+        # While a replay is being written, live frames wait here (stream, key, message).
+        self._buffer: list | None = None
+        self._backlog: deque | None = None
+        self._drain_task: asyncio.Task | None = None
+
+    # -- replay ordering -------------------------------------------------------
+    def hold(self) -> None:
+        """Hold live frames until `release()`: a replay is about to be written."""
+        if self._buffer is None:
+            self._buffer = []
+
+    def release(self, stream: str | None = None, last_key: tuple[int, int] | None = None) -> None:
+        """Write held frames, dropping those of `stream` the replay already covered."""
+        held, self._buffer = self._buffer, None
+        for held_stream, key, message in held or ():
+            if held_stream == stream and last_key is not None and key <= last_key:
+                continue
+            self.write(message)
+
+    def offer(self, stream: str, key: tuple[int, int], message: dict) -> None:
+        if self._buffer is not None:
+            self._buffer.append((stream, key, message))
+        else:
+            self.write(message)
+
+    # -- writing ----------------------------------------------------------------
+    def write(self, message: dict) -> None:
+        """Start sending an ASGI message without waiting for the socket."""
+        if self.closed:
+            return
+        if self._backlog is not None:
+            if len(self._backlog) >= self.max_backlog:
+                self.closed = True
+                self.on_overflow()
+                return
+            self._backlog.append(message)
+            return
+        coro = self._send(message)
+        try:
+            waiting_on = coro.send(None)
+        except StopIteration:
+            return
+        except Exception:
+            log.exception("socket send failed")
+            self.closed = True
+            return
+        self._backlog = deque()
+        self._drain_task = asyncio.ensure_future(self._drain(coro, waiting_on))
+
+    async def _drain(self, coro, waiting_on) -> None:
+        try:
+            await _finish(coro, waiting_on)
+            while self._backlog:
+                await self._send(self._backlog.popleft())
+        except Exception:
+            log.debug("socket drain ended", exc_info=True)
+            self.closed = True
+        finally:
+            self._backlog = None
+
+    async def send_now(self, message: dict) -> None:
+        """Send in order with the frames already started (control frames)."""
+        self.write(message)
+        if self._drain_task is not None and not self._drain_task.done():
+            await asyncio.shield(self._drain_task)
+
+
+async def _finish(coro, waiting_on) -> None:
+    """Drive a coroutine that was started by hand with `send(None)` to its end."""
+    while True:
+        try:
+            if waiting_on is not None:
+                await waiting_on
+        except BaseException as exc:  # noqa: BLE001 (re-raised inside the coroutine)
+            try:
+                waiting_on = coro.throw(exc)
+            except StopIteration:
+                return
+            continue
+        try:
+            waiting_on = coro.send(None)
+        except StopIteration:
+            return
+
+
+class Hub:
+    """Stream name -> this process's sockets listening to it."""
+
+    def __init__(self) -> None:
+        self.listeners: dict[str, set[LocalSocket]] = {}
+        self.sockets: set[LocalSocket] = set()
+
+    def add(self, sock: LocalSocket) -> None:
+        self.sockets.add(sock)
+
+    def remove(self, sock: LocalSocket) -> list[str]:
+        """Forget a socket; returns the streams that now have no local listener."""
+        self.sockets.discard(sock)
+        emptied = [s for s in list(sock.streams) if self.unlisten(sock, s)]
+        return emptied
+
+    def listen(self, sock: LocalSocket, stream: str) -> bool:
+        """Make `sock` hear `stream`; True when it is the first local listener."""
+        group = self.listeners.get(stream)
+        first = group is None
+        if first:
+            group = self.listeners[stream] = set()
+        group.add(sock)
+        sock.streams.add(stream)
+        return first
+
+    def unlisten(self, sock: LocalSocket, stream: str) -> bool:
+        """Stop `sock` hearing `stream`; True when no local listener is left."""
+        sock.streams.discard(stream)
+        group = self.listeners.get(stream)
+        if group is None:
+            return False
+        group.discard(sock)
+        if group:
+            return False
+        del self.listeners[stream]
+        return True
+
+    def count(self, stream: str) -> int:
+        group = self.listeners.get(stream)
+        return len(group) if group else 0
+
+    def deliver(self, stream: str, message_id: str, frame: str) -> int:
+        """Write one encoded frame to every local listener of `stream`."""
+        group = self.listeners.get(stream)
+        if not group:
+            return 0
+        key = parse_id(message_id)
+        message = {"type": "websocket.send", "text": frame}
+        for sock in tuple(group):
+            sock.offer(stream, key, message)
+        metrics.DELIVERIES.inc(len(group))
+        return len(group)

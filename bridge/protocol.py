@@ -1,0 +1,133 @@
+"""Client frames: their actions, the seed aliases, and what each must carry.
+
+`parse()` turns a text frame into a validated `Request`; the consumer maps
+the action to a handler. Nothing here sends or touches a socket.
+"""
+
+from dataclasses import dataclass
+
+import orjson
+
+from . import addressing
+from .errors import InvalidJSON, UnknownAction, Validation
+
+# alias -> action (CONTRACT section 3; seed 002 and 004 names)
+ALIASES = {
+    "send_to_channel": "publish",
+    "chat_message": "publish",
+    "send_to_user": "send",
+}
+ACTIONS = {"ping", "pong", "subscribe", "unsubscribe", "publish", "send"}
+EVENT_TYPE_MAX = 100
+CORRELATION_MAX = 200
+
+
+@dataclass(slots=True)
+class Request:
+    action: str
+    request_id: object
+    fields: dict
+
+
+def parse(text: str) -> Request:
+    """Decode and validate one client frame."""
+    try:
+        frame = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidJSON(f"The frame is not valid JSON: {exc}.") from None
+    if not isinstance(frame, dict):
+        raise Validation("A frame is a JSON object with an `action`.")
+    request_id = frame.get("request_id")
+    name = frame.get("action", frame.get("type"))
+    if not isinstance(name, str):
+        err = Validation("A frame needs an `action` (or `type`).", fields={"action": ["required"]})
+        err.request_id = request_id
+        raise err
+    action = ALIASES.get(name, name)
+    if action not in ACTIONS:
+        err = UnknownAction(
+            f"Unknown action {name[:50]!r}; known: {', '.join(sorted(ACTIONS | set(ALIASES)))}."
+        )
+        err.request_id = request_id
+        raise err
+    try:
+        fields = VALIDATORS[action](frame)
+    except Validation as err:
+        err.request_id = request_id
+        raise
+    return Request(action, request_id, fields)
+
+
+def _channel(frame: dict) -> str:
+    channel = frame.get("channel")
+    if not addressing.is_valid_channel(channel):
+        raise Validation(
+            "`channel` must match [A-Za-z0-9_.:=@-]{1,100}.", fields={"channel": ["invalid"]}
+        )
+    return channel
+
+
+def _event_type(frame: dict) -> str:
+    event_type = frame.get("event_type", "message")
+    if not isinstance(event_type, str) or not 0 < len(event_type) <= EVENT_TYPE_MAX:
+        raise Validation(
+            f"`event_type` must be a string of 1 to {EVENT_TYPE_MAX} characters.",
+            fields={"event_type": ["invalid"]},
+        )
+    return event_type
+
+
+def _correlation_id(frame: dict) -> str | None:
+    value = frame.get("correlation_id")
+    if value is None and isinstance(frame.get("data"), dict):
+        value = frame["data"].get("correlation_id")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 0 < len(value) <= CORRELATION_MAX:
+        raise Validation(
+            f"`correlation_id` must be a string of 1 to {CORRELATION_MAX} characters.",
+            fields={"correlation_id": ["invalid"]},
+        )
+    return value
+
+
+def _nothing(frame: dict) -> dict:
+    return {}
+
+
+def _subscribe(frame: dict) -> dict:
+    return {"channel": _channel(frame), "since": frame.get("since")}
+
+
+def _unsubscribe(frame: dict) -> dict:
+    return {"channel": _channel(frame)}
+
+
+def _publish(frame: dict) -> dict:
+    if "data" not in frame and "message" in frame:  # seed 004's chat_message
+        frame["data"] = {"message": frame["message"]}
+    return {"channel": _channel(frame), "data": frame.get("data"), "event_type": _event_type(frame)}
+
+
+def _send(frame: dict) -> dict:
+    to = frame.get("to", frame.get("user_id"))
+    if not addressing.is_valid_user_id(to):
+        raise Validation("`to` must name a user.", fields={"to": ["invalid"]})
+    if to.startswith("@"):
+        raise Validation(f"No public account {to!r}.", fields={"to": ["unknown public account"]})
+    return {
+        "to": to,
+        "data": frame.get("data"),
+        "event_type": _event_type(frame),
+        "correlation_id": _correlation_id(frame),
+    }
+
+
+VALIDATORS = {
+    "ping": _nothing,
+    "pong": _nothing,
+    "subscribe": _subscribe,
+    "unsubscribe": _unsubscribe,
+    "publish": _publish,
+    "send": _send,
+}

@@ -1,0 +1,26 @@
+"""ASGI entry point: HTTP to Django, WebSockets to the gateway consumer."""
+
+import os
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "realtime.settings")
+
+from django.core.asgi import get_asgi_application
+
+# Django must be set up before anything imports models or consumers.
+django_app = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.conf import settings  # noqa: E402
+
+from bridge.asgi import BodyLimit, BrowserOriginValidator  # noqa: E402
+from realtime.routing import websocket_urlpatterns  # noqa: E402
+from realtime.static import static_or  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": BodyLimit(static_or(django_app)),
+        "websocket": BrowserOriginValidator(
+            URLRouter(websocket_urlpatterns), settings.ALLOWED_ORIGINS
+        ),
+    }
+)

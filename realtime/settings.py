@@ -1,0 +1,184 @@
+"""Every setting of the gateway, read from the environment in this one place.
+
+Defaults suit development on one machine (SQLite, in-memory channel layer);
+production secrets have no default.
+"""
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+if (BASE_DIR / ".env").exists():
+    environ.Env.read_env(BASE_DIR / ".env")
+
+DEBUG = env.bool("DEBUG", default=False)
+
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is false.")
+    SECRET_KEY = "dev-only-insecure-secret-key"  # noqa: S105 (development default)
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["*"] if DEBUG else ["localhost", "127.0.0.1"])
+# Browser origins allowed on WebSocket handshakes (and, later, CORS and SSE).
+# Patterns as Channels' OriginValidator reads them: "*", "example.com",
+# ".example.com", "https://example.com:8443". A client without an Origin header
+# (wscat, curl, server-side clients) is not a browser and is let through.
+ALLOWED_ORIGINS = env.list("ALLOWED_ORIGINS", default=["*"] if DEBUG else ALLOWED_HOSTS)
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "corsheaders",
+    "rest_framework",
+    "drf_spectacular",
+    "channels",
+    "accounts",
+    "bridge",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "realtime.urls"
+ASGI_APPLICATION = "realtime.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = env.path("STATIC_ROOT", default=BASE_DIR / "staticfiles")
+
+# --- Channel layer and the cross-process bus -------------------------------
+# Unset: one process, everything in memory. Set: processes sharing this Redis
+# form one gateway (history, registry and fan-out live there).
+REDIS_URL = env.str("REDIS_URL", default="")
+# Every Redis key and pub/sub channel of the gateway starts with this, so
+# several gateways (or test runs) can share one Redis server.
+REDIS_PREFIX = env.str("REDIS_PREFIX", default="rt")
+
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [REDIS_URL],
+                "prefix": f"{REDIS_PREFIX}:asgi",
+                # Only control messages travel through the layer (fan-out uses
+                # the bus), but a process must never drop them silently.
+                "capacity": 1000,
+                "expiry": 60,
+            },
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# --- Gateway behaviour (CONTRACT sections 3, 8, 8b) ------------------------
+HISTORY_SIZE = env.int("HISTORY_SIZE", default=1000)
+HISTORY_TTL = env.int("HISTORY_TTL", default=24 * 3600)
+BATCH_MAX = env.int("BATCH_MAX", default=1000)
+MAX_BODY_BYTES = env.int("MAX_BODY_BYTES", default=1024 * 1024)
+WEBSOCKET_MAX_FRAME_BYTES = env.int("WEBSOCKET_MAX_FRAME_BYTES", default=1024 * 1024)
+WEBSOCKET_HEARTBEAT_INTERVAL = env.int("WEBSOCKET_HEARTBEAT_INTERVAL", default=30)
+WS_DUPLICATE_POLICY = env.str("WS_DUPLICATE_POLICY", default="allow")
+MAX_SUBSCRIPTIONS = env.int("MAX_SUBSCRIPTIONS", default=128)
+# Frames a connection may have queued while its socket does not drain;
+# past this it is closed with 1013 and recovers with `since`.
+WEBSOCKET_SEND_QUEUE = env.int("WEBSOCKET_SEND_QUEUE", default=1000)
+
+for _name, _value in {
+    "HISTORY_SIZE": HISTORY_SIZE,
+    "HISTORY_TTL": HISTORY_TTL,
+    "BATCH_MAX": BATCH_MAX,
+    "MAX_BODY_BYTES": MAX_BODY_BYTES,
+    "WEBSOCKET_MAX_FRAME_BYTES": WEBSOCKET_MAX_FRAME_BYTES,
+    "WEBSOCKET_SEND_QUEUE": WEBSOCKET_SEND_QUEUE,
+    "MAX_SUBSCRIPTIONS": MAX_SUBSCRIPTIONS,
+}.items():
+    if _value < 1:
+        raise ImproperlyConfigured(f"{_name} must be at least 1, got {_value}.")
+if WS_DUPLICATE_POLICY not in {"allow", "reject", "replace"}:
+    raise ImproperlyConfigured(
+        f"WS_DUPLICATE_POLICY must be allow, reject or replace, got {WS_DUPLICATE_POLICY!r}."
+    )
+
+# Django's own guard, for any view that reads request.body.
+DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_BODY_BYTES
+
+# --- HTTP API ----------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_PARSER_CLASSES": ["bridge.api.codec.ORJSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["bridge.api.codec.ORJSONRenderer"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    "UNAUTHENTICATED_USER": None,
+    "EXCEPTION_HANDLER": "bridge.api.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Realtime gateway API",
+    "DESCRIPTION": "Push to users, channels and everyone; see docs/api.md.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+CORS_ALLOWED_ORIGINS = [o for o in ALLOWED_ORIGINS if "://" in o]
+CORS_ALLOW_ALL_ORIGINS = "*" in ALLOWED_ORIGINS
+
+# --- Logging -----------------------------------------------------------------
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"django.channels.server": {"level": "WARNING"}},
+}
