@@ -4,3 +4,6 @@ from django.apps import AppConfig
 class BridgeConfig(AppConfig):
     name = "bridge"
     verbose_name = "Messaging core"
+
+    def ready(self):
+        from . import checks  # noqa: F401 (registers the system checks)

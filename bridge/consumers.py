@@ -22,6 +22,7 @@ from .errors import (
     NotAuthenticated,
     SlowConsumer,
     TooLarge,
+    Unavailable,
     UnsupportedFrame,
     Validation,
 )
@@ -75,6 +76,11 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         except BridgeError as exc:
             conn.close()
             await self._refuse(exc)
+            return
+        except Exception:
+            log.exception("opening a connection failed")
+            conn.close()
+            await self._refuse(Unavailable())
             return
         self.conn = conn
         if bad_since is not None:

@@ -96,6 +96,13 @@ class Replaced(BridgeError):
     default_message = "A newer connection of this user replaced this one."
 
 
+class Unavailable(BridgeError):
+    code = "unavailable"
+    http_status = 503
+    close_code = 1011
+    default_message = "The gateway cannot reach its storage right now; try again."
+
+
 class SlowConsumer(BridgeError):
     code = "slow_consumer"
     http_status = 503

@@ -19,9 +19,11 @@ import time
 
 import redis.asyncio as aioredis
 from django.conf import settings
+from redis.exceptions import RedisError
 
 from .. import addressing
 from ..envelope import HEAD, frame
+from ..errors import Unavailable
 from ..history import format_id
 from ..hub import Hub, LocalSocket
 from ..instance import INSTANCE_ID
@@ -162,15 +164,21 @@ class RedisBackend:
 
     async def publish(self, out: Outgoing) -> Published:
         keys, args = self._script_args(out)
-        message_id, online = await self._publish(keys=keys, args=args)
+        try:
+            message_id, online = await self._publish(keys=keys, args=args)
+        except RedisError as exc:
+            raise Unavailable() from exc
         return Published(message_id, frame(message_id, out.tail), int(online))
 
     async def publish_many(self, outgoing: list[Outgoing]) -> list[Published]:
-        async with self.client.pipeline(transaction=False) as pipe:
-            for out in outgoing:
-                keys, args = self._script_args(out)
-                await self._publish(keys=keys, args=args, client=pipe)
-            results = await pipe.execute()
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for out in outgoing:
+                    keys, args = self._script_args(out)
+                    await self._publish(keys=keys, args=args, client=pipe)
+                results = await pipe.execute()
+        except RedisError as exc:
+            raise Unavailable() from exc
         return [
             Published(message_id, frame(message_id, out.tail), int(online))
             for out, (message_id, online) in zip(outgoing, results, strict=True)
