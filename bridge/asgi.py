@@ -50,6 +50,9 @@ class BodyLimit:
                 break
         body = b"".join(chunks)
         replayed = False
+        # Django reads as much body as Content-Length announces: announce it.
+        headers = [(k, v) for k, v in scope.get("headers", ()) if k != b"transfer-encoding"]
+        scope = {**scope, "headers": [*headers, (b"content-length", str(len(body)).encode())]}
 
         async def replay():
             nonlocal replayed

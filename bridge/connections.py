@@ -6,6 +6,7 @@ its streams, and replays what it missed without gaps or duplicates.
 """
 
 import asyncio
+import contextlib
 import logging
 import uuid
 
@@ -120,8 +121,15 @@ class Connection:
         stream = addressing.channel_stream(channel)
         self.sock.hold()
         self.channels.add(channel)
-        await self.backend.attach(self.sock, [stream])
-        missed = await self.backend.replay(stream, after=since) if since is not None else []
+        try:
+            await self.backend.attach(self.sock, [stream])
+            missed = await self.backend.replay(stream, after=since) if since is not None else []
+        except BaseException:
+            self.channels.discard(channel)
+            self.sock.release()
+            with contextlib.suppress(Exception):
+                await self.backend.detach(self.sock, [stream])
+            raise
         self._replay(stream, missed)
         return len(missed)
 

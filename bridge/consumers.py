@@ -87,8 +87,11 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             conn.send_frame(bad_since.as_frame())
 
     async def _refuse(self, exc: BridgeError) -> None:
+        """Tell the client why, stop its deliveries at once, then close."""
         metrics.ERRORS.labels(exc.code).inc()
         await self.send(text_data=envelope.dumps(exc.as_frame()))
+        if self.conn is not None:
+            self.conn.close()
         await self.close(exc.close_code)
 
     async def disconnect(self, code):
@@ -104,6 +107,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         conn = self.conn
         if conn is None:
             return
+        request = None
         try:
             if text_data is None:
                 if len(bytes_data) > settings.WEBSOCKET_MAX_FRAME_BYTES:
@@ -114,10 +118,12 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             request = protocol.parse(text_data)
             await HANDLERS[request.action](self, conn, request)
         except BridgeError as exc:
-            metrics.ERRORS.labels(exc.code).inc()
+            if exc.request_id is None and request is not None:
+                exc.request_id = request.request_id
             if exc.close_code is not None:
                 await self._refuse(exc)
             else:
+                metrics.ERRORS.labels(exc.code).inc()
                 conn.send_frame(exc.as_frame())
         except Exception:
             log.exception("frame handling failed")

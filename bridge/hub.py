@@ -112,6 +112,10 @@ async def _finish(coro, waiting_on) -> None:
     while True:
         try:
             if waiting_on is not None:
+                # The coroutine flagged this future as awaited when it
+                # yielded it; awaiting it again here needs the flag cleared.
+                if getattr(waiting_on, "_asyncio_future_blocking", False):
+                    waiting_on._asyncio_future_blocking = False
                 await waiting_on
         except BaseException as exc:  # noqa: BLE001 (re-raised inside the coroutine)
             try:

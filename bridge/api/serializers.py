@@ -3,7 +3,7 @@
 from django.conf import settings
 from rest_framework import serializers
 
-from ..addressing import CHANNEL_NAME, Target, is_valid_user_id
+from ..addressing import Target, is_valid_channel, is_valid_user_id
 from ..services import PushItem
 
 
@@ -26,18 +26,50 @@ class AnyJSONField(serializers.JSONField):
         super().__init__(**kwargs)
 
 
+class StringField(serializers.CharField):
+    """A JSON string, not anything that prints as one (5 is not "5")."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class NumberField(serializers.FloatField):
+    """A JSON number; true and "1" are not numbers."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, (int, float)):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class BoolField(serializers.BooleanField):
+    """A JSON boolean; "yes" and 1 are not booleans."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
+
+
 class PushIn(StrictSerializer):
-    user_id = serializers.CharField(required=False, max_length=200, trim_whitespace=False)
-    channel = serializers.RegexField(CHANNEL_NAME, required=False, max_length=100)
-    broadcast = serializers.BooleanField(required=False, default=False)
+    user_id = StringField(required=False, max_length=200, trim_whitespace=False)
+    channel = StringField(required=False, max_length=100, trim_whitespace=False)
+    broadcast = BoolField(required=False, default=False)
     data = AnyJSONField(required=False, default=None)
-    event_type = serializers.CharField(required=False, default="message", max_length=100)
-    event_id = serializers.CharField(required=False, max_length=200)
-    timestamp = serializers.FloatField(required=False)
+    event_type = StringField(required=False, default="message", max_length=100)
+    event_id = StringField(required=False, max_length=200)
+    timestamp = NumberField(required=False)
 
     def validate_user_id(self, value):
         if not is_valid_user_id(value):
             raise serializers.ValidationError("Must be 1 to 200 printable characters.")
+        return value
+
+    def validate_channel(self, value):
+        if not is_valid_channel(value):
+            raise serializers.ValidationError("Must match [A-Za-z0-9_.:=@-]{1,100}.")
         return value
 
     def validate(self, attrs):
