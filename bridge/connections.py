@@ -43,7 +43,12 @@ async def close_remote(channel_name: str, error_class) -> None:
     """Ask a connection, on whichever process it lives, to close itself."""
     await get_channel_layer().send(
         channel_name,
-        {"type": CLOSE_EVENT, "code": error_class.close_code, "error": error_class.code},
+        {
+            "type": CLOSE_EVENT,
+            "code": error_class.close_code,
+            "error": error_class.code,
+            "message": error_class.default_message,
+        },
     )
 
 

@@ -24,11 +24,14 @@ def encode_tail(
     correlation_id: str | None = None,
     ts: float | None = None,
     event_id: str | None = None,
+    broadcast: bool = False,
 ) -> str:
     """Everything of the envelope after its id: `","event_type":...}`.
 
     `event_id` is the producer's own id for the event (seed 000), carried
-    through when given.
+    through when given. A broadcast says so (`"broadcast": true`): its id
+    belongs to the broadcast stream, not to the personal one a client
+    resumes with `since`.
     """
     body = {
         "event_type": event_type,
@@ -40,6 +43,8 @@ def encode_tail(
     }
     if event_id is not None:
         body["event_id"] = event_id
+    if broadcast:
+        body["broadcast"] = True
     try:
         encoded = orjson.dumps(body)
     except TypeError as exc:  # orjson.JSONEncodeError: e.g. an integer past 64 bits

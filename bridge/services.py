@@ -37,6 +37,7 @@ class PushItem:
                 correlation_id=self.correlation_id,
                 ts=self.ts,
                 event_id=self.event_id,
+                broadcast=self.target.kind == "broadcast",
             ),
         )
 

@@ -4,10 +4,11 @@ import logging
 from http import HTTPStatus
 
 from django.core.exceptions import RequestDataTooBig
+from django.http import Http404
 from rest_framework import exceptions
 from rest_framework.response import Response
 
-from ..errors import BridgeError, InvalidJSON, TooLarge, Validation
+from ..errors import BridgeError, InvalidJSON, NotFound, TooLarge, Validation
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,8 @@ def exception_handler(exc, context):
     """Render every API error in the contract's shape; unknown ones stay 500s."""
     if isinstance(exc, RequestDataTooBig):
         exc = TooLarge(str(exc))
+    elif isinstance(exc, Http404):
+        exc = NotFound(str(exc) or None)
     elif isinstance(exc, exceptions.ParseError):
         exc = InvalidJSON(str(exc.detail))
     elif isinstance(exc, exceptions.ValidationError):

@@ -1,5 +1,6 @@
 """The HTTP transport: parse, call one service, render."""
 
+import inspect
 from http import HTTPStatus
 
 from adrf.views import APIView
@@ -25,7 +26,9 @@ class GatewayAPIView(APIView):
         try:
             self.initial(request, *args, **kwargs)
             handler = getattr(self, request.method.lower(), self.http_method_not_allowed)
-            response = await handler(request, *args, **kwargs)
+            response = handler(request, *args, **kwargs)
+            if inspect.isawaitable(response):  # DRF's own options() is sync
+                response = await response
         except Exception as exc:  # noqa: BLE001 (DRF renders or re-raises it)
             response = self.handle_exception(exc)
         self.response = self.finalize_response(request, response, *args, **kwargs)
@@ -33,6 +36,12 @@ class GatewayAPIView(APIView):
 
 
 class PushView(GatewayAPIView):
+    """Push one message to a user, a channel or every connection.
+
+    Answers 202 with the message id, the number of connections it was written
+    to, whether the target was online, and whether it was kept for later.
+    """
+
     @extend_schema(
         request=PushIn,
         responses={202: ReceiptOut},
@@ -47,6 +56,12 @@ class PushView(GatewayAPIView):
 
 
 class PushBatchView(GatewayAPIView):
+    """Push up to BATCH_MAX messages in one request.
+
+    Every item is validated first: one bad item answers 422 with `fields`
+    keyed by its index, and nothing is delivered.
+    """
+
     @extend_schema(
         request=PushIn(many=True),
         responses={202: BatchOut},

@@ -82,6 +82,7 @@ async def test_push_to_a_connected_user_is_delivered(client):
         assert message["data"] == {"text": "hi"}
         assert message["event_type"] == "note"
         assert message["channel"] is None
+        assert "broadcast" not in message
 
 
 async def test_push_counts_every_connection_of_the_user(client):
@@ -144,6 +145,7 @@ async def test_broadcast_reaches_every_connection(client):
             message = await comm.receive_json_from()
             assert message["id"] == body["id"]
             assert message["data"] == "all"
+            assert message["broadcast"] is True
 
 
 async def test_broadcast_with_nobody_connected_is_not_stored(client):
