@@ -509,3 +509,15 @@ async def test_metrics_as_json(client):
     assert isinstance(body["service"], str)
     async with ws("alice"), ws("bob"):
         assert (await client.get("/metrics", headers=headers)).json()["active_connections"] == 2
+
+
+async def test_options_describes_the_endpoint(client):
+    r = await client.options(PUSH)
+    assert r.status_code == HTTPStatus.OK
+    assert r.json()["name"] == "Push"
+
+
+async def test_an_unknown_format_is_a_404_in_the_contract_shape(client):
+    r = await client.post(PUSH, params={"format": "yaml"}, json={"user_id": "a"})
+    assert r.status_code == HTTPStatus.NOT_FOUND
+    assert r.json()["error"] == "not_found"
