@@ -4,6 +4,7 @@ Each is started with `bin/serve` (what `make run` and the Docker image run)
 on a free port, with its own database and Redis key prefix.
 """
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -14,9 +15,13 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlencode
 
 import httpx
+import orjson
 import psycopg
+import websockets
+from websockets.exceptions import ConnectionClosed
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
@@ -67,6 +72,9 @@ def start_gateway(tmp_dir: Path, **env_overrides: str) -> Gateway:
     tmp_dir.mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
+        # pytest-django exports tests.settings, which forces the embedded
+        # backend; a gateway process runs the project's own settings.
+        "DJANGO_SETTINGS_MODULE": "realtime.settings",
         "DEBUG": "true",
         "HOST": "127.0.0.1",
         "PORT": str(port),
@@ -142,3 +150,139 @@ def postgres_database():
             yield f"{base}/{name}"
         finally:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# --- Clusters ------------------------------------------------------------------
+@contextlib.contextmanager
+def gateway_cluster(tmp_dir: Path, size: int = 2, **env_overrides: str):
+    """`size` gateways sharing one fresh PostgreSQL database and one Redis prefix.
+
+    Each is started after the previous one answered /health, so only the first
+    migrates. Every process is stopped, the database dropped and the Redis
+    prefix cleared afterwards. Fails loudly when Redis or PostgreSQL is missing.
+    """
+    redis_settings = redis_env()
+    gateways: list[Gateway] = []
+    try:
+        with postgres_database() as database_url:
+            shared = {"DATABASE_URL": database_url, **redis_settings, **env_overrides}
+            try:
+                for index in range(size):
+                    gateways.append(start_gateway(tmp_dir / f"node{index}", **shared))
+                yield gateways
+            finally:
+                for gateway in gateways:
+                    gateway.stop()
+    finally:
+        clear_redis_prefix(redis_settings["REDIS_PREFIX"])
+
+
+def join_cluster(tmp_dir: Path, member: Gateway) -> Gateway:
+    """Start one more gateway with the settings (database, Redis prefix ...) of `member`."""
+    own = {"PORT", "STATIC_ROOT"}
+    return start_gateway(tmp_dir, **{k: v for k, v in member.env.items() if k not in own})
+
+
+# --- Clients -------------------------------------------------------------------
+# Bounded waits: generous for a loaded two-core machine, never open-ended.
+FRAME_TIMEOUT = 10.0
+# Frames that may come between the ones a test waits for, whatever it tests.
+BACKGROUND_FRAMES = frozenset({"ping", "presence", "typing"})
+
+
+def ws_url(gateway: Gateway, path: str = "/ws/", **params: str) -> str:
+    """A WebSocket URL of `gateway`, with query parameters."""
+    query = f"?{urlencode(params)}" if params else ""
+    return f"ws://127.0.0.1:{gateway.port}{path}{query}"
+
+
+def message_key(message_id: str) -> tuple[int, int]:
+    """A message id as the integer pair it compares as."""
+    ms, seq = message_id.split("-")
+    return int(ms), int(seq)
+
+
+class WSClient:
+    """A WebSocket client that reads JSON frames with bounded waits."""
+
+    def __init__(self, conn) -> None:
+        self.conn = conn
+        self.welcome: dict | None = None
+
+    async def send(self, frame) -> None:
+        """Send a dict as a JSON text frame; str and bytes go as they are."""
+        if isinstance(frame, dict | list):
+            frame = orjson.dumps(frame).decode()
+        await self.conn.send(frame)
+
+    async def recv(self, timeout: float = FRAME_TIMEOUT) -> dict:
+        """The next frame, decoded; server pings are answered and skipped."""
+        while True:
+            raw = await asyncio.wait_for(self.conn.recv(), timeout)
+            frame = orjson.loads(raw)
+            if frame.get("type") == "ping":
+                await self.send({"action": "pong"})
+                continue
+            return frame
+
+    async def expect(self, kind: str, timeout: float = FRAME_TIMEOUT) -> dict:
+        """The next frame of type `kind`; only background frames may come first."""
+        while True:
+            frame = await self.recv(timeout)
+            if frame.get("type") == kind:
+                return frame
+            assert frame.get("type") in BACKGROUND_FRAMES, f"expected {kind!r}, got {frame}"
+
+    async def messages(self, count: int, timeout: float = FRAME_TIMEOUT) -> list[dict]:
+        """The next `count` message frames (each within `timeout`)."""
+        return [await self.expect("message", timeout) for _ in range(count)]
+
+    async def closed(self, timeout: float = FRAME_TIMEOUT) -> tuple[int | None, list[dict]]:
+        """Read until the server closes: the close code and the frames before it."""
+        frames = []
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    frames.append(orjson.loads(await self.conn.recv()))
+        except ConnectionClosed as exc:
+            return (exc.rcvd.code if exc.rcvd else None), frames
+
+    async def ping(self, request_id: str = "alive") -> dict:
+        """Prove the socket is up: a ping must be answered with a pong."""
+        await self.send({"action": "ping", "request_id": request_id})
+        pong = await self.expect("pong")
+        assert pong.get("request_id") == request_id
+        return pong
+
+
+@contextlib.asynccontextmanager
+async def ws_client(url: str, *, welcome: bool = True, **connect_kwargs):
+    """Connect, read the welcome frame (unless `welcome=False`), close on exit."""
+    connect_kwargs.setdefault("open_timeout", FRAME_TIMEOUT)
+    connect_kwargs.setdefault("close_timeout", 5)
+    connect_kwargs.setdefault("proxy", None)
+    async with websockets.connect(url, **connect_kwargs) as conn:
+        client = WSClient(conn)
+        if welcome:
+            client.welcome = await client.expect("welcome")
+        yield client
+
+
+async def push(http: httpx.AsyncClient, path: str = "/api/v1/push", **body) -> dict:
+    """POST one push; it must be accepted. Returns the receipt."""
+    response = await http.post(path, json=body)
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
+async def wait_connections(gateway: Gateway, count: int, timeout: float = 15.0) -> None:
+    """Wait until /health of `gateway` reports `count` local connections."""
+    seen = None
+    async with httpx.AsyncClient(base_url=gateway.http, timeout=5) as http:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            seen = (await http.get("/health")).json()["connections"]
+            if seen == count:
+                return
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"{gateway.http} has {seen} connections, expected {count}")
