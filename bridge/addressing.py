@@ -58,11 +58,6 @@ def bus_channel(stream: str) -> str:
     return redis_key("p", stream)
 
 
-def bus_stream(channel: str) -> str:
-    """The stream a bus channel carries (inverse of bus_channel)."""
-    return channel[len(settings.REDIS_PREFIX) + 3 :]
-
-
 def pending_key(user_id: str) -> str:
     return redis_key("pend", user_id)
 

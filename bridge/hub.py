@@ -100,12 +100,6 @@ class LocalSocket:
         finally:
             self._backlog = None
 
-    async def send_now(self, message: dict) -> None:
-        """Send in order with the frames already started (control frames)."""
-        self.write(message)
-        if self._drain_task is not None and not self._drain_task.done():
-            await asyncio.shield(self._drain_task)
-
 
 async def _finish(coro, waiting_on) -> None:
     """Drive a coroutine that was started by hand with `send(None)` to its end."""
@@ -166,10 +160,6 @@ class Hub:
             return False
         del self.listeners[stream]
         return True
-
-    def count(self, stream: str) -> int:
-        group = self.listeners.get(stream)
-        return len(group) if group else 0
 
     def deliver(self, stream: str, message_id: str, frame: str) -> int:
         """Write one encoded frame to every local listener of `stream`."""
