@@ -13,12 +13,15 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from bridge.asgi import BodyLimit, BrowserOriginValidator  # noqa: E402
+from realtime.handlers import LeanASGIHandler, route_by_path  # noqa: E402
 from realtime.routing import websocket_urlpatterns  # noqa: E402
 from realtime.static import static_or  # noqa: E402
 
+http_app = route_by_path(LeanASGIHandler(), django_app, settings.FULL_STACK_PATHS)
+
 application = ProtocolTypeRouter(
     {
-        "http": BodyLimit(static_or(django_app)),
+        "http": BodyLimit(static_or(http_app)),
         "websocket": BrowserOriginValidator(
             URLRouter(websocket_urlpatterns), settings.ALLOWED_ORIGINS
         ),

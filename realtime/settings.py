@@ -57,6 +57,11 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
+# The API, the push aliases and /health, /ready, /metrics run with only these
+# (async-native) middleware: see realtime/handlers.py. The admin gets MIDDLEWARE.
+API_MIDDLEWARE = ["corsheaders.middleware.CorsMiddleware"]
+FULL_STACK_PATHS = ("/admin/",)
+
 ROOT_URLCONF = "realtime.urls"
 ASGI_APPLICATION = "realtime.asgi.application"
 
