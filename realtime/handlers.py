@@ -7,6 +7,11 @@ push aliases and the operations endpoints need none of sessions, CSRF,
 messages or the admin's security headers, so they are served by this
 handler, which keeps only API_MIDDLEWARE (async-native middleware). The admin
 keeps the full stack.
+
+Django also opens a ThreadSensitiveContext per request, which starts a fresh
+thread for the request's few sync calls (signal receivers, closing the
+response). Here those share the process's one thread-sensitive thread, as
+they do under Channels consumers.
 """
 
 from django.conf import settings
@@ -16,6 +21,11 @@ from django.utils.module_loading import import_string
 
 
 class LeanASGIHandler(ASGIHandler):
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            raise ValueError(f"Django serves HTTP only, not {scope['type']}.")
+        await self.handle(scope, receive, send)
+
     def load_middleware(self, is_async=False):
         self._view_middleware = []
         self._template_response_middleware = []
