@@ -107,6 +107,9 @@ REDIS_URL = env.str("REDIS_URL", default="")
 # Every Redis key and pub/sub channel of the gateway starts with this, so
 # several gateways (or test runs) can share one Redis server.
 REDIS_PREFIX = env.str("REDIS_PREFIX", default="rt")
+# Connections each process keeps to Redis for history, registry and the bus
+# (the channel layer has its own pool).
+REDIS_MAX_CONNECTIONS = env.int("REDIS_MAX_CONNECTIONS", default=50)
 
 if REDIS_URL:
     CHANNEL_LAYERS = {

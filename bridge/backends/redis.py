@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 ALIVE_TTL = 15  # seconds a process counts as alive without renewing
 ALIVE_EVERY = 5  # seconds between renewals
+POOL_WAIT = 10  # seconds a command may wait for a free pooled connection
 
 PUBLISH = """
 local t = redis.call('TIME')
@@ -74,7 +75,18 @@ class RedisBackend:
 
     def __init__(self, hub: Hub, url: str) -> None:
         self.hub = hub
-        self.client = aioredis.from_url(url, decode_responses=True)
+        # A bounded pool: a burst (thousands of clients leaving at once) waits
+        # for a free connection instead of opening one per task until Redis
+        # refuses more clients. No client-name handshake on connect either.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=settings.REDIS_MAX_CONNECTIONS,
+            timeout=POOL_WAIT,
+            decode_responses=True,
+            lib_name=None,
+            lib_version=None,
+        )
+        self.client = aioredis.Redis(connection_pool=pool)
         self._publish = self.client.register_script(PUBLISH)
         self._decrement = self.client.register_script(DECREMENT)
         self._pubsub = None
