@@ -52,6 +52,20 @@ async def close_remote(channel_name: str, error_class) -> None:
     )
 
 
+async def aconnection_counts(users: list[str]) -> dict[str, int]:
+    """How many live connections each of `users` has, across processes."""
+    backend = get_backend()
+    return {user: len(await backend.user_connections(user)) for user in users}
+
+
+async def aclose_all(user: str, error_class) -> int:
+    """Close every live connection of `user`, wherever it lives."""
+    connections = await get_backend().user_connections(user)
+    for channel_name in connections.values():
+        await close_remote(channel_name, error_class)
+    return len(connections)
+
+
 class Connection:
     def __init__(
         self, *, principal: Principal, channel_name: str, send, transport: str, on_overflow

@@ -19,6 +19,7 @@ from . import envelope, metrics, protocol, services
 from .connections import Connection, parse_since
 from .errors import (
     BridgeError,
+    Forbidden,
     NotAuthenticated,
     SlowConsumer,
     TooLarge,
@@ -58,6 +59,9 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             principal = await identity.aresolve(self.scope)
         except identity.AuthenticationFailed as exc:
             await self._refuse(NotAuthenticated(str(exc)))
+            return
+        except identity.AccessDenied as exc:
+            await self._refuse(Forbidden(str(exc)))
             return
         conn = Connection(
             principal=principal,
@@ -179,7 +183,8 @@ HANDLERS = {
 
 
 def _sender(conn: Connection) -> dict:
-    return {"user": conn.principal.user}
+    principal = conn.principal
+    return {"account" if principal.is_account else "user": principal.user}
 
 
 def _reply(request, frame: dict) -> dict:

@@ -20,14 +20,30 @@ class Receipt:
     delivered: int
     online: bool
     stored: bool
+    # Public accounts an @mention routed the message to, instead of its address.
+    routed_to: tuple[str, ...] = ()
+
+    @classmethod
+    def combined(cls, receipts: list["Receipt"], routed_to: list[str]) -> "Receipt":
+        """One answer for a message delivered to several accounts (first id)."""
+        return cls(
+            receipts[0].id,
+            sum(r.delivered for r in receipts),
+            any(r.online for r in receipts),
+            any(r.stored for r in receipts),
+            tuple(routed_to),
+        )
 
     def as_dict(self) -> dict:
-        return {
+        answer = {
             "id": self.id,
             "delivered": self.delivered,
             "online": self.online,
             "stored": self.stored,
         }
+        if self.routed_to:
+            answer["routed_to"] = [f"@{handle}" for handle in self.routed_to]
+        return answer
 
 
 def _outgoing(target: Target, tail: str) -> Outgoing:
@@ -39,13 +55,6 @@ def _receipt(target: Target, message_id: str, online: int) -> Receipt:
     # history, and that is what an offline target will be handed.
     stored = online == 0 and target.kind != "broadcast"
     return Receipt(message_id, online, online > 0, stored)
-
-
-async def adeliver(target: Target, tail: str) -> Receipt:
-    """Publish one encoded message to its target."""
-    published = await get_backend().publish(_outgoing(target, tail))
-    metrics.PUBLISHED.labels(target.kind).inc()
-    return _receipt(target, published.id, published.online)
 
 
 async def adeliver_many(messages: list[tuple[Target, str]]) -> list[Receipt]:

@@ -25,6 +25,7 @@ def encode_tail(
     ts: float | None = None,
     event_id: str | None = None,
     broadcast: bool = False,
+    original_sender: str | None = None,
 ) -> str:
     """Everything of the envelope after its id: `","event_type":...}`.
 
@@ -45,6 +46,8 @@ def encode_tail(
         body["event_id"] = event_id
     if broadcast:
         body["broadcast"] = True
+    if original_sender is not None:
+        body["original_sender"] = original_sender
     try:
         encoded = orjson.dumps(body)
     except TypeError as exc:  # orjson.JSONEncodeError: e.g. an integer past 64 bits

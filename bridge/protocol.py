@@ -113,8 +113,6 @@ def _send(frame: dict) -> dict:
     to = frame.get("to", frame.get("user_id"))
     if not addressing.is_valid_user_id(to):
         raise Validation("`to` must name a user.", fields={"to": ["invalid"]})
-    if to.startswith("@"):
-        raise Validation(f"No public account {to!r}.", fields={"to": ["unknown public account"]})
     return {
         "to": to,
         "data": frame.get("data"),

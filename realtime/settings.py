@@ -129,6 +129,9 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 # --- Gateway behaviour (CONTRACT sections 3, 8, 8b) ------------------------
+# Public accounts created at start-up besides ci_bot, email_bot,
+# notification_bot and system_bot (which every database has).
+PUBLIC_ACCOUNTS = env.list("PUBLIC_ACCOUNTS", default=[])
 HISTORY_SIZE = env.int("HISTORY_SIZE", default=1000)
 HISTORY_TTL = env.int("HISTORY_TTL", default=24 * 3600)
 BATCH_MAX = env.int("BATCH_MAX", default=1000)

@@ -94,10 +94,14 @@ def push_item(attrs: dict) -> PushItem:
         target = Target("channel", attrs["channel"])
     else:
         target = Target("broadcast")
+    data = attrs["data"]
+    # Seed 000 carries the correlation id inside `data`.
+    correlation_id = data.get("correlation_id") if isinstance(data, dict) else None
     return PushItem(
         target=target,
-        data=attrs["data"],
+        data=data,
         event_type=attrs["event_type"],
+        correlation_id=correlation_id if isinstance(correlation_id, str) else None,
         ts=attrs.get("timestamp"),
         event_id=attrs.get("event_id"),
     )
@@ -108,6 +112,14 @@ class ReceiptOut(serializers.Serializer):
     delivered = serializers.IntegerField(help_text="Connections it was written to.")
     online = serializers.BooleanField(help_text="Whether the target had a live connection.")
     stored = serializers.BooleanField(help_text="Kept for the target's next connection.")
+
+
+class PublicAccountOut(serializers.Serializer):
+    handle = serializers.CharField()
+    display_name = serializers.CharField()
+    description = serializers.CharField()
+    online = serializers.BooleanField(help_text="Whether it has a live connection now.")
+    connections = serializers.IntegerField()
 
 
 class BatchOut(serializers.Serializer):

@@ -8,7 +8,7 @@ from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework.response import Response
 
 from .. import services
-from .serializers import BatchOut, PushIn, ReceiptOut, validate_batch
+from .serializers import BatchOut, PublicAccountOut, PushIn, ReceiptOut, validate_batch
 
 
 class GatewayAPIView(APIView):
@@ -77,3 +77,13 @@ class PushBatchView(GatewayAPIView):
             },
             status=HTTPStatus.ACCEPTED,
         )
+
+
+class PublicAccountsView(GatewayAPIView):
+    """The active public accounts: who can be addressed as @handle, and
+    whether each is connected now."""
+
+    @extend_schema(responses={200: PublicAccountOut(many=True)}, summary="List public accounts")
+    async def get(self, request):
+        accounts = await services.apublic_accounts()
+        return Response(PublicAccountOut(accounts, many=True).data)

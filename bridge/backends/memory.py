@@ -49,9 +49,6 @@ class MemoryBackend:
             )
         return Published(message_id, text, online)
 
-    async def publish(self, out: Outgoing) -> Published:
-        return (await self.publish_many([out]))[0]
-
     async def publish_many(self, outgoing: list[Outgoing]) -> list[Published]:
         now = time.time()
         if time.monotonic() > self._next_sweep:

@@ -174,14 +174,6 @@ class RedisBackend:
         ]
         return keys, args
 
-    async def publish(self, out: Outgoing) -> Published:
-        keys, args = self._script_args(out)
-        try:
-            message_id, online = await self._publish(keys=keys, args=args)
-        except RedisError as exc:
-            raise Unavailable() from exc
-        return Published(message_id, frame(message_id, out.tail), int(online))
-
     async def publish_many(self, outgoing: list[Outgoing]) -> list[Published]:
         try:
             async with self.client.pipeline(transaction=False) as pipe:

@@ -46,7 +46,7 @@ def tail(data) -> str:
 
 
 async def publish(backend, stream: str, data, user: str | None = None):
-    return await backend.publish(Outgoing(stream, tail(data), user))
+    return (await backend.publish_many([Outgoing(stream, tail(data), user)]))[0]
 
 
 def datas(replayed) -> list:

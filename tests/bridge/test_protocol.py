@@ -119,7 +119,6 @@ def test_non_object(text):
         ({"action": "send", "request_id": "r"}, Validation, "to"),
         ({"action": "send", "to": "", "request_id": "r"}, Validation, "to"),
         ({"action": "send", "to": "a\nb", "request_id": "r"}, Validation, "to"),
-        ({"action": "send", "to": "@ci_bot", "request_id": "r"}, Validation, "to"),
         (
             {"action": "send", "to": "b", "correlation_id": "", "request_id": "r"},
             Validation,

@@ -1,0 +1,59 @@
+"""Public accounts: bots such as `ci_bot`, addressed as `@ci_bot`."""
+
+from django.core.validators import RegexValidator
+from django.db import models
+
+from . import tokens
+
+HANDLE_PATTERN = r"[a-z][a-z0-9_]{1,63}"
+TOKEN_KIND = "pa"  # noqa: S105 (the raw token's prefix, not a secret)
+
+
+class PublicAccountQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(is_active=True)
+
+
+class PublicAccount(models.Model):
+    """A bot that receives every message that @mentions it, with its sender."""
+
+    handle = models.CharField(
+        max_length=64,
+        unique=True,
+        validators=[RegexValidator(rf"^{HANDLE_PATTERN}\Z", "Lowercase letters, digits, _.")],
+        help_text="Addressed as @handle; lowercase letters, digits and underscores.",
+    )
+    display_name = models.CharField(max_length=100, blank=True)
+    description = models.TextField(blank=True)
+    is_active = models.BooleanField(
+        default=True, help_text="Inactive accounts cannot connect and are not routed to."
+    )
+    token_prefix = models.CharField(max_length=tokens.PREFIX_LENGTH, blank=True, db_index=True)
+    token_hash = models.CharField(max_length=64, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_seen_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = PublicAccountQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["handle"]
+
+    def __str__(self) -> str:
+        return f"@{self.handle}"
+
+    def issue_token(self) -> str:
+        """Replace the account's token; returns the raw token, never stored."""
+        raw, self.token_prefix, self.token_hash = tokens.make_token(TOKEN_KIND)
+        self.save(update_fields=["token_prefix", "token_hash"])
+        return raw
+
+    @classmethod
+    def by_token(cls, raw: str) -> "PublicAccount | None":
+        """The account a raw token belongs to (active or not), if any."""
+        prefix = tokens.split_prefix(raw, TOKEN_KIND)
+        if prefix is None:
+            return None
+        for account in cls.objects.filter(token_prefix=prefix):
+            if tokens.matches(raw, account.token_hash):
+                return account
+        return None
