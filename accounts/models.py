@@ -2,6 +2,7 @@
 
 from django.core.validators import RegexValidator
 from django.db import models
+from django.utils import timezone
 
 from . import tokens
 
@@ -46,6 +47,11 @@ class PublicAccount(models.Model):
         raw, self.token_prefix, self.token_hash = tokens.make_token(TOKEN_KIND)
         self.save(update_fields=["token_prefix", "token_hash"])
         return raw
+
+    @classmethod
+    def touch(cls, handle: str) -> None:
+        """Record that the account was connected just now."""
+        cls.objects.filter(handle=handle).update(last_seen_at=timezone.now())
 
     @classmethod
     def by_token(cls, raw: str) -> "PublicAccount | None":

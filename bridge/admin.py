@@ -33,12 +33,14 @@ class PublicAccountAdmin(admin.ModelAdmin):
     def get_changelist_instance(self, request):
         changelist = super().get_changelist_instance(request)
         handles = [account.handle for account in changelist.result_list]
-        self._online = async_to_sync(aconnection_counts)(handles)
+        counts = async_to_sync(aconnection_counts)(handles)
+        for account in changelist.result_list:
+            account.live_connections = counts[account.handle]
         return changelist
 
     @admin.display(description="online")
     def online(self, account):
-        count = getattr(self, "_online", {}).get(account.handle, 0)
+        count = getattr(account, "live_connections", 0)
         return f"{count} connection{'s' if count != 1 else ''}" if count else "offline"
 
     def save_model(self, request, obj, form, change):

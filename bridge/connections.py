@@ -10,10 +10,12 @@ import contextlib
 import logging
 import uuid
 
+from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
 from accounts.identity import Principal
+from accounts.models import PublicAccount
 
 from . import addressing, envelope, metrics
 from .backends import get_backend
@@ -103,6 +105,8 @@ class Connection:
         await self.backend.register(
             user=user, connection_id=self.id, channel_name=self.channel_name
         )
+        if self.principal.is_account:
+            await sync_to_async(PublicAccount.touch)(user)
         pending = await self.backend.take_pending(user)
         if since is not None:
             missed = await self.backend.replay(self.personal_stream, after=since)
@@ -171,14 +175,18 @@ class Connection:
         self.sock.closed = True
         metrics.CONNECTIONS.labels(self.transport).dec()
         self.backend.forget(self.sock)
-        task = asyncio.ensure_future(
-            self.backend.unregister(user=self.principal.user, connection_id=self.id)
-        )
-        _background.add(task)
-        task.add_done_callback(_background.discard)
+        _in_background(self.backend.unregister(user=self.principal.user, connection_id=self.id))
+        if self.principal.is_account:
+            _in_background(sync_to_async(PublicAccount.touch)(self.principal.user))
 
 
 _background: set[asyncio.Task] = set()
+
+
+def _in_background(coro) -> None:
+    task = asyncio.ensure_future(coro)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
 
 
 def _text(frame: dict) -> dict:

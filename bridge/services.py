@@ -61,7 +61,10 @@ async def _arouted(item: PushItem) -> list[PushItem] | None:
     handles = await mentions.amentioned(item.data)
     if not handles:
         return None
-    sender = (item.sender or {}).get("user", item.target.name)
+    if item.original_sender is not None:
+        # Addressed to an account already (`to: "@ci_bot"`): it keeps its copy.
+        handles = list(dict.fromkeys([item.target.name, *handles]))
+    sender = item.original_sender or next(iter((item.sender or {}).values()), item.target.name)
     return [
         dataclasses.replace(item, target=Target("user", handle), original_sender=sender)
         for handle in handles

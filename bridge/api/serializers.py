@@ -112,6 +112,11 @@ class ReceiptOut(serializers.Serializer):
     delivered = serializers.IntegerField(help_text="Connections it was written to.")
     online = serializers.BooleanField(help_text="Whether the target had a live connection.")
     stored = serializers.BooleanField(help_text="Kept for the target's next connection.")
+    routed_to = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="The public accounts (@handle) an @mention routed it to instead.",
+    )
 
 
 class PublicAccountOut(serializers.Serializer):
