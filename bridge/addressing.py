@@ -71,5 +71,10 @@ def stream_listeners_key(stream: str) -> str:
     return redis_key("lst", stream)
 
 
+def correlation_key(correlation_id: str) -> str:
+    """Which process waits for replies on a correlation id."""
+    return redis_key("corr", correlation_id)
+
+
 def alive_prefix() -> str:
     return redis_key("alive", "")

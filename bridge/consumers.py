@@ -15,7 +15,7 @@ from django.conf import settings
 
 from accounts import identity
 
-from . import envelope, metrics, protocol, services
+from . import envelope, metrics, protocol, replies, services
 from .connections import Connection, parse_since
 from .errors import (
     BridgeError,
@@ -163,6 +163,11 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         receipt = await services.asend(sender=_sender(conn), **request.fields)
         _ack(conn, request, receipt)
 
+    async def _response(self, conn: Connection, request):
+        await replies.areply(sender=_sender(conn), **request.fields)
+        if request.request_id is not None:
+            conn.send_frame({"type": "ack", "request_id": request.request_id, "action": "response"})
+
     # -- channel layer events -------------------------------------------------------
     async def bridge_close(self, event):
         """Another part of the gateway asks this connection to close."""
@@ -179,6 +184,7 @@ HANDLERS = {
     "unsubscribe": GatewayConsumer._unsubscribe,
     "publish": GatewayConsumer._publish,
     "send": GatewayConsumer._send,
+    "response": GatewayConsumer._response,
 }
 
 

@@ -96,6 +96,18 @@ class Replaced(BridgeError):
     default_message = "A newer connection of this user replaced this one."
 
 
+class UnknownCorrelation(BridgeError):
+    code = "unknown_correlation"
+    http_status = 404
+    default_message = "Nobody waits for replies with this correlation id."
+
+
+class Conflict(BridgeError):
+    code = "conflict"
+    http_status = 409
+    default_message = "A send with this correlation id is still waiting for replies."
+
+
 class Unavailable(BridgeError):
     code = "unavailable"
     http_status = 503

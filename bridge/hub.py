@@ -55,11 +55,11 @@ class LocalSocket:
         """Write held frames, dropping those of `stream` the replay already covered."""
         held, self._buffer = self._buffer, None
         for held_stream, key, message in held or ():
-            if held_stream == stream and last_key is not None and key <= last_key:
+            if held_stream == stream and None not in (key, last_key) and key <= last_key:
                 continue
             self.write(message)
 
-    def offer(self, stream: str, key: tuple[int, int], message: dict) -> None:
+    def offer(self, stream: str, key: tuple[int, int] | None, message: dict) -> None:
         if self._buffer is not None:
             self._buffer.append((stream, key, message))
         else:
@@ -161,12 +161,13 @@ class Hub:
         del self.listeners[stream]
         return True
 
-    def deliver(self, stream: str, message_id: str, frame: str) -> int:
-        """Write one encoded frame to every local listener of `stream`."""
+    def deliver(self, stream: str, message_id: str | None, frame: str) -> int:
+        """Write one encoded frame to every local listener of `stream`
+        (a live-only frame, such as a correlated reply, has no id)."""
         group = self.listeners.get(stream)
         if not group:
             return 0
-        key = parse_id(message_id)
+        key = parse_id(message_id) if message_id is not None else None
         message = {"type": "websocket.send", "text": frame}
         for sock in tuple(group):
             sock.offer(stream, key, message)

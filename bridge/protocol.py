@@ -17,7 +17,7 @@ ALIASES = {
     "chat_message": "publish",
     "send_to_user": "send",
 }
-ACTIONS = {"ping", "pong", "subscribe", "unsubscribe", "publish", "send"}
+ACTIONS = {"ping", "pong", "subscribe", "unsubscribe", "publish", "send", "response"}
 EVENT_TYPE_MAX = 100
 CORRELATION_MAX = 200
 
@@ -121,6 +121,22 @@ def _send(frame: dict) -> dict:
     }
 
 
+def _response(frame: dict) -> dict:
+    correlation_id = _correlation_id(frame)
+    if correlation_id is None:
+        raise Validation(
+            "A response needs the `correlation_id` it answers.",
+            fields={"correlation_id": ["required"]},
+        )
+    data = frame.get("data")
+    is_final = frame.get("is_final")
+    if is_final is None and isinstance(data, dict):  # seed 000 may put it in data
+        is_final = data.get("is_final", False)
+    if not isinstance(is_final, bool):
+        raise Validation("`is_final` must be true or false.", fields={"is_final": ["invalid"]})
+    return {"correlation_id": correlation_id, "data": data, "is_final": is_final}
+
+
 VALIDATORS = {
     "ping": _nothing,
     "pong": _nothing,
@@ -128,4 +144,5 @@ VALIDATORS = {
     "unsubscribe": _unsubscribe,
     "publish": _publish,
     "send": _send,
+    "response": _response,
 }

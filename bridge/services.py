@@ -4,15 +4,18 @@ Keyword-only and async; the WebSocket consumer and the HTTP API both come
 here, so a rule written once holds for both.
 """
 
+import asyncio
 import dataclasses
+import uuid
 from dataclasses import dataclass, field
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 
 from accounts import directory
 from accounts.models import PublicAccount
 
-from . import delivery, envelope, mentions
+from . import delivery, envelope, mentions, replies
 from .addressing import Target
 from .connections import aconnection_counts
 from .delivery import Receipt
@@ -32,6 +35,8 @@ class PushItem:
     event_id: str | None = None
     # Set when an @mention routed the message to a public account: who sent it.
     original_sender: str | None = None
+    # Already addressed to the accounts it mentions: not to be routed again.
+    routed: bool = False
     tail: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -56,7 +61,7 @@ class PushItem:
 async def _arouted(item: PushItem) -> list[PushItem] | None:
     """The messages a personal message becomes when it @mentions public
     accounts (one per account), or None when it goes where it is addressed."""
-    if item.target.kind != "user":
+    if item.target.kind != "user" or item.routed:
         return None
     handles = await mentions.amentioned(item.data)
     if not handles:
@@ -66,7 +71,9 @@ async def _arouted(item: PushItem) -> list[PushItem] | None:
         handles = list(dict.fromkeys([item.target.name, *handles]))
     sender = item.original_sender or next(iter((item.sender or {}).values()), item.target.name)
     return [
-        dataclasses.replace(item, target=Target("user", handle), original_sender=sender)
+        dataclasses.replace(
+            item, target=Target("user", handle), original_sender=sender, routed=True
+        )
         for handle in handles
     ]
 
@@ -126,6 +133,11 @@ async def asend(
                 f"No active public account @{to}.", fields={"to": ["unknown public account"]}
             )
         original_sender = next(iter((sender or {}).values()), None)
+    if correlation_id is not None and sender:
+        # The sender waits for replies on its own connections.
+        await replies.aclaim_for_user(
+            correlation_id, user=next(iter(sender.values())), ttl=settings.SEND_TIMEOUT_DEFAULT
+        )
     item = PushItem(
         Target("user", to),
         data,
@@ -149,3 +161,95 @@ async def apublic_accounts() -> list[dict]:
         account["connections"] = counts[account["handle"]]
         account["online"] = account["connections"] > 0
     return accounts
+
+
+@dataclass(slots=True)
+class Conversation:
+    """A send waiting for its replies: what `POST send` streams."""
+
+    correlation_id: str
+    receipt: Receipt
+    addressed_to: str | None
+    queue: asyncio.Queue
+    timeout: float
+
+    async def events(self):
+        """("accepted", …), then ("response", …) per reply until one is final,
+        or ("timeout", …); ("heartbeat", None) while nothing comes. The waiter
+        is released however the conversation ends, the caller leaving included."""
+        try:
+            routed = [f"@{h}" for h in self.receipt.routed_to] or [self.addressed_to]
+            yield (
+                "accepted",
+                {
+                    "correlation_id": self.correlation_id,
+                    "routed_to": routed,
+                    "online": self.receipt.online,
+                    "id": self.receipt.id,
+                    "delivered": self.receipt.delivered,
+                    "stored": self.receipt.stored,
+                },
+            )
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.timeout
+            while (remaining := deadline - loop.time()) > 0:
+                wait = min(remaining, settings.SSE_HEARTBEAT_INTERVAL)
+                try:
+                    reply = await asyncio.wait_for(self.queue.get(), wait)
+                except TimeoutError:
+                    if deadline > loop.time():
+                        yield "heartbeat", None
+                    continue
+                yield "response", reply
+                if reply["is_final"]:
+                    return
+            yield "timeout", {"correlation_id": self.correlation_id, "timeout": self.timeout}
+        finally:
+            await replies.aforget(self.correlation_id)
+
+
+async def asend_with_reply(
+    *,
+    user_id: str | None,
+    data,
+    timeout: float,  # noqa: ASYNC109 (bounds the conversation, not this call)
+    event_type: str = "message",
+    correlation_id: str | None = None,
+    ts: float | None = None,
+    event_id: str | None = None,
+) -> Conversation:
+    """Send a message to a user (or the public accounts `data.message`
+    @mentions) and wait for the replies to its correlation id."""
+    if isinstance(data, dict) and isinstance(data.get("correlation_id"), str):
+        correlation_id = data["correlation_id"]
+    correlation_id = correlation_id or uuid.uuid4().hex
+    if isinstance(data, dict) and "correlation_id" not in data:
+        data = {**data, "correlation_id": correlation_id}  # where seed 000 clients read it
+    fields = {
+        "data": data,
+        "event_type": event_type,
+        "correlation_id": correlation_id,
+        "ts": ts,
+        "event_id": event_id,
+    }
+    if user_id is not None:
+        items = [PushItem(Target("user", user_id), **fields)]
+    else:
+        handles = await mentions.amentioned(data)
+        if not handles:
+            raise Validation(
+                "Give `user_id`, or @mention an active public account in `data.message`.",
+                fields={"user_id": ["required"]},
+            )
+        items = [PushItem(Target("user", h), routed=True, **fields) for h in handles]
+    queue = await replies.aclaim_for_stream(correlation_id, ttl=timeout)
+    try:
+        receipts = await apush_batch(items=items)
+    except BaseException:
+        await replies.aforget(correlation_id)
+        raise
+    if user_id is None:
+        receipt = Receipt.combined(receipts, [item.target.name for item in items])
+    else:
+        receipt = receipts[0]
+    return Conversation(correlation_id, receipt, user_id, queue, timeout)

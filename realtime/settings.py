@@ -140,6 +140,10 @@ WEBSOCKET_MAX_FRAME_BYTES = env.int("WEBSOCKET_MAX_FRAME_BYTES", default=1024 * 
 WEBSOCKET_HEARTBEAT_INTERVAL = env.int("WEBSOCKET_HEARTBEAT_INTERVAL", default=30)
 WS_DUPLICATE_POLICY = env.str("WS_DUPLICATE_POLICY", default="allow")
 MAX_SUBSCRIPTIONS = env.int("MAX_SUBSCRIPTIONS", default=128)
+# Send-with-reply: how long a sender waits for replies (seconds).
+SEND_TIMEOUT_DEFAULT = env.int("SEND_TIMEOUT_DEFAULT", default=30)
+SEND_TIMEOUT_MAX = env.int("SEND_TIMEOUT_MAX", default=300)
+SSE_HEARTBEAT_INTERVAL = env.int("SSE_HEARTBEAT_INTERVAL", default=15)
 # Frames a connection may have queued while its socket does not drain;
 # past this it is closed with 1013 and recovers with `since`.
 WEBSOCKET_SEND_QUEUE = env.int("WEBSOCKET_SEND_QUEUE", default=1000)
@@ -152,6 +156,9 @@ for _name, _value in {
     "WEBSOCKET_MAX_FRAME_BYTES": WEBSOCKET_MAX_FRAME_BYTES,
     "WEBSOCKET_SEND_QUEUE": WEBSOCKET_SEND_QUEUE,
     "MAX_SUBSCRIPTIONS": MAX_SUBSCRIPTIONS,
+    "SEND_TIMEOUT_DEFAULT": SEND_TIMEOUT_DEFAULT,
+    "SEND_TIMEOUT_MAX": SEND_TIMEOUT_MAX,
+    "SSE_HEARTBEAT_INTERVAL": SSE_HEARTBEAT_INTERVAL,
 }.items():
     if _value < 1:
         raise ImproperlyConfigured(f"{_name} must be at least 1, got {_value}.")

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 
 from bridge import ops
-from bridge.api.views import PushBatchView, PushView
+from bridge.api.views import PushBatchView, PushView, SendView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -10,6 +10,7 @@ urlpatterns = [
     # Seed 000's paths, with its bodies.
     path("sse/push", PushView.as_view(), name="seed-push"),
     path("sse/push/batch", PushBatchView.as_view(), name="seed-push-batch"),
+    path("sse/send", SendView.as_view(), name="seed-send"),
     path("health", ops.health, name="health"),
     path("ready", ops.ready, name="ready"),
     path("metrics", ops.metrics, name="metrics"),

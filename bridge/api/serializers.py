@@ -163,3 +163,37 @@ def validate_batch(payload) -> list[PushItem]:
             {str(index): error for index, error in serializer.errors.items()}
         )
     return [push_item(attrs) for attrs in serializer.validated_data]
+
+
+class SendIn(StrictSerializer):
+    user_id = StringField(required=False, max_length=200, trim_whitespace=False)
+    data = AnyJSONField(required=False, default=None)
+    event_type = StringField(required=False, default="message", max_length=100)
+    event_id = StringField(required=False, max_length=200)
+    timestamp = NumberField(required=False)
+    correlation_id = StringField(required=False, max_length=200)
+    timeout = NumberField(required=False, help_text="Seconds to wait for replies.")
+
+    def validate_user_id(self, value):
+        if not is_valid_user_id(value):
+            raise serializers.ValidationError("Must be 1 to 200 printable characters.")
+        return value
+
+    def validate_timeout(self, value):
+        if not 0 < value <= settings.SEND_TIMEOUT_MAX:
+            raise serializers.ValidationError(
+                f"Must be more than 0 and at most {settings.SEND_TIMEOUT_MAX} seconds."
+            )
+        return value
+
+    def service_kwargs(self) -> dict:
+        attrs = self.validated_data
+        return {
+            "user_id": attrs.get("user_id"),
+            "data": attrs["data"],
+            "timeout": attrs.get("timeout", settings.SEND_TIMEOUT_DEFAULT),
+            "event_type": attrs["event_type"],
+            "correlation_id": attrs.get("correlation_id"),
+            "ts": attrs.get("timestamp"),
+            "event_id": attrs.get("event_id"),
+        }

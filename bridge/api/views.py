@@ -4,11 +4,20 @@ import inspect
 from http import HTTPStatus
 
 from adrf.views import APIView
+from django.http import StreamingHttpResponse
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework.response import Response
 
 from .. import services
-from .serializers import BatchOut, PublicAccountOut, PushIn, ReceiptOut, validate_batch
+from .codec import EventStreamRenderer, ORJSONRenderer, sse_event
+from .serializers import (
+    BatchOut,
+    PublicAccountOut,
+    PushIn,
+    ReceiptOut,
+    SendIn,
+    validate_batch,
+)
 
 
 class GatewayAPIView(APIView):
@@ -87,3 +96,39 @@ class PublicAccountsView(GatewayAPIView):
     async def get(self, request):
         accounts = await services.apublic_accounts()
         return Response(PublicAccountOut(accounts, many=True).data)
+
+
+class SendView(GatewayAPIView):
+    """Send a message to a connected user or bot and stream its correlated
+    replies back as Server-Sent Events.
+
+    `event: accepted` first (`correlation_id`, `routed_to`, `online`), then an
+    `event: response` per reply, ending after the one with `is_final: true`,
+    or with `event: timeout`. A correlation id still waiting answers 409.
+    """
+
+    renderer_classes = [ORJSONRenderer, EventStreamRenderer]
+
+    @extend_schema(
+        request=SendIn,
+        responses={(200, "text/event-stream"): str},
+        summary="Send with reply, answered as a stream of Server-Sent Events",
+    )
+    async def post(self, request):
+        body = SendIn(data=request.data)
+        body.is_valid(raise_exception=True)
+        conversation = await services.asend_with_reply(**body.service_kwargs())
+        response = StreamingHttpResponse(
+            _event_stream(conversation), content_type="text/event-stream"
+        )
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"  # proxies must not hold events back
+        return response
+
+
+async def _event_stream(conversation):
+    async for event, data in conversation.events():
+        if event == "heartbeat":
+            yield b": keep-alive\n\n"
+        else:
+            yield sse_event(event, data)

@@ -8,6 +8,7 @@ from django.conf import settings
 from ..envelope import frame
 from ..history import format_id
 from ..hub import Hub, LocalSocket
+from ..instance import INSTANCE_ID
 from . import Outgoing, Published
 
 SWEEP_EVERY = 60.0  # seconds between sweeps of expired streams
@@ -23,6 +24,9 @@ class MemoryBackend:
         self.last_key: dict[str, tuple[int, int]] = {}
         self.pending: dict[str, tuple[str, float]] = {}  # user -> (first id, expires)
         self.connections: dict[str, dict[str, str]] = {}  # user -> {conn id: channel name}
+        self.claims: dict[str, float] = {}  # correlation id -> expiry (monotonic)
+        # Set by the replies module: handles a control message meant for this process.
+        self.on_control = lambda payload: None
         self._next_sweep = time.monotonic() + SWEEP_EVERY
 
     # -- publishing -------------------------------------------------------------
@@ -127,3 +131,31 @@ class MemoryBackend:
 
     async def ping(self) -> None:
         return None
+
+    # -- correlation ----------------------------------------------------------------
+    async def claim(self, correlation_id: str, ttl: float) -> bool:
+        """Make this process the waiter on a correlation id, unless one is."""
+        now = time.monotonic()
+        expires = self.claims.get(correlation_id)
+        if expires is not None and expires > now:
+            return False
+        self.claims[correlation_id] = now + ttl
+        return True
+
+    async def release(self, correlation_id: str) -> None:
+        self.claims.pop(correlation_id, None)
+
+    async def owner(self, correlation_id: str) -> str | None:
+        """The process waiting on a correlation id: this one, or nobody."""
+        expires = self.claims.get(correlation_id)
+        if expires is None or expires < time.monotonic():
+            self.claims.pop(correlation_id, None)
+            return None
+        return INSTANCE_ID
+
+    async def send_control(self, process: str, payload: dict) -> None:
+        self.on_control(payload)
+
+    async def publish_live(self, stream: str, text: str) -> int:
+        """A frame for the live listeners of a stream only: no id, no history."""
+        return self.hub.deliver(stream, None, text)

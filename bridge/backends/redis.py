@@ -17,6 +17,7 @@ import contextlib
 import logging
 import time
 
+import orjson
 import redis.asyncio as aioredis
 from django.conf import settings
 from redis.exceptions import RedisError
@@ -70,6 +71,15 @@ return 0
 """
 
 
+# Drop a correlation claim only if this process still holds it.
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
 class RedisBackend:
     name = "redis"
 
@@ -94,6 +104,10 @@ class RedisBackend:
         self._tasks: set[asyncio.Task] = set()
         self._started = False
         self._start_lock = asyncio.Lock()
+        self._control = addressing.redis_key("ctl", INSTANCE_ID)
+        self._release = self.client.register_script(RELEASE)
+        # Set by the replies module: handles a control message meant for this process.
+        self.on_control = lambda payload: None
 
     # -- life ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -104,8 +118,9 @@ class RedisBackend:
                 return
             await self._renew_alive()
             self._pubsub = self.client.pubsub()
-            # A permanent subscription keeps the reader's listen() loop alive.
-            control = addressing.redis_key("ctl", INSTANCE_ID)
+            # The control channel (messages for this process, such as replies
+            # to its waiters) also keeps the reader's listen() loop alive.
+            control = self._control
             self._ready[control] = asyncio.get_running_loop().create_future()
             await self._pubsub.subscribe(control)
             self._spawn(self._read())
@@ -139,7 +154,14 @@ class RedisBackend:
                     channel = msg["channel"]
                     if kind == "message":
                         text = msg["data"]
-                        message_id = text[head_len : text.index('"', head_len)]
+                        if channel == self._control:
+                            self.on_control(orjson.loads(text))
+                            continue
+                        message_id = (
+                            text[head_len : text.index('"', head_len)]
+                            if text.startswith(HEAD)
+                            else None
+                        )
                         self.hub.deliver(channel[prefix_len:], message_id, text)
                     elif kind == "subscribe":
                         waiter = self._ready.get(channel)
@@ -272,3 +294,29 @@ class RedisBackend:
             with contextlib.suppress(Exception):
                 await self.client.hdel(key, *dead)
         return {conn: name for conn, (proc, name) in owners.items() if proc in living}
+
+    # -- correlation ----------------------------------------------------------------
+    async def claim(self, correlation_id: str, ttl: float) -> bool:
+        """Make this process the waiter on a correlation id, unless one is."""
+        await self.start()
+        key = addressing.correlation_key(correlation_id)
+        return bool(await self.client.set(key, INSTANCE_ID, nx=True, px=int(ttl * 1000)))
+
+    async def release(self, correlation_id: str) -> None:
+        key = addressing.correlation_key(correlation_id)
+        await self._release(keys=[key], args=[INSTANCE_ID])
+
+    async def owner(self, correlation_id: str) -> str | None:
+        """The process waiting on a correlation id, or None."""
+        return await self.client.get(addressing.correlation_key(correlation_id))
+
+    async def send_control(self, process: str, payload: dict) -> None:
+        if process == INSTANCE_ID:
+            self.on_control(payload)
+            return
+        channel = addressing.redis_key("ctl", process)
+        await self.client.publish(channel, orjson.dumps(payload).decode())
+
+    async def publish_live(self, stream: str, text: str) -> int:
+        """A frame for the live listeners of a stream only: no id, no history."""
+        return await self.client.publish(addressing.bus_channel(stream), text)
