@@ -25,6 +25,7 @@ def encode_tail(
     ts: float | None = None,
     event_id: str | None = None,
     broadcast: bool = False,
+    to_account: bool = False,
     original_sender: str | None = None,
 ) -> str:
     """Everything of the envelope after its id: `","event_type":...}`.
@@ -32,7 +33,8 @@ def encode_tail(
     `event_id` is the producer's own id for the event (seed 000), carried
     through when given. A broadcast says so (`"broadcast": true`): its id
     belongs to the broadcast stream, not to the personal one a client
-    resumes with `since`.
+    resumes with `since`. A copy for a public account names its
+    `original_sender` (null when an API call named no user).
     """
     body = {
         "event_type": event_type,
@@ -46,7 +48,7 @@ def encode_tail(
         body["event_id"] = event_id
     if broadcast:
         body["broadcast"] = True
-    if original_sender is not None:
+    if to_account:
         body["original_sender"] = original_sender
     try:
         encoded = orjson.dumps(body)

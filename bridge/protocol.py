@@ -130,8 +130,8 @@ def _response(frame: dict) -> dict:
         )
     data = frame.get("data")
     is_final = frame.get("is_final")
-    if is_final is None and isinstance(data, dict):  # seed 000 may put it in data
-        is_final = data.get("is_final", False)
+    if is_final is None:  # seed 000 may put it in data
+        is_final = data.get("is_final", False) if isinstance(data, dict) else False
     if not isinstance(is_final, bool):
         raise Validation("`is_final` must be true or false.", fields={"is_final": ["invalid"]})
     return {"correlation_id": correlation_id, "data": data, "is_final": is_final}

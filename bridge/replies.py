@@ -73,7 +73,9 @@ async def areply(*, correlation_id: str, data, is_final: bool, sender: dict) -> 
     """Route a reply to whoever waits on its correlation id, on any process."""
     backend = get_backend()
     _waiters(backend)
-    owner = await backend.owner(correlation_id)
+    # A final reply ends the claim here and now, so that a reply right after
+    # it is refused wherever the waiter lives.
+    owner = await backend.owner(correlation_id, end=is_final)
     if owner is None:
         raise UnknownCorrelation(f"Nobody waits for replies on {correlation_id!r}.")
     payload = {

@@ -53,6 +53,7 @@ class PushItem:
                 ts=self.ts,
                 event_id=self.event_id,
                 broadcast=self.target.kind == "broadcast",
+                to_account=self.routed or self.original_sender is not None,
                 original_sender=self.original_sender,
             ),
         )

@@ -179,6 +179,15 @@ class SendIn(StrictSerializer):
             raise serializers.ValidationError("Must be 1 to 200 printable characters.")
         return value
 
+    def validate_data(self, value):
+        if isinstance(value, dict) and "correlation_id" in value:
+            correlation_id = value["correlation_id"]
+            if not isinstance(correlation_id, str) or not 0 < len(correlation_id) <= 200:
+                raise serializers.ValidationError(
+                    {"correlation_id": ["Must be a string of 1 to 200 characters."]}
+                )
+        return value
+
     def validate_timeout(self, value):
         if not 0 < value <= settings.SEND_TIMEOUT_MAX:
             raise serializers.ValidationError(

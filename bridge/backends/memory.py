@@ -145,9 +145,10 @@ class MemoryBackend:
     async def release(self, correlation_id: str) -> None:
         self.claims.pop(correlation_id, None)
 
-    async def owner(self, correlation_id: str) -> str | None:
-        """The process waiting on a correlation id: this one, or nobody."""
-        expires = self.claims.get(correlation_id)
+    async def owner(self, correlation_id: str, *, end: bool = False) -> str | None:
+        """The process waiting on a correlation id (this one, or nobody);
+        `end` drops the claim in the same step."""
+        expires = self.claims.pop(correlation_id, None) if end else self.claims.get(correlation_id)
         if expires is None or expires < time.monotonic():
             self.claims.pop(correlation_id, None)
             return None

@@ -306,9 +306,11 @@ class RedisBackend:
         key = addressing.correlation_key(correlation_id)
         await self._release(keys=[key], args=[INSTANCE_ID])
 
-    async def owner(self, correlation_id: str) -> str | None:
-        """The process waiting on a correlation id, or None."""
-        return await self.client.get(addressing.correlation_key(correlation_id))
+    async def owner(self, correlation_id: str, *, end: bool = False) -> str | None:
+        """The process waiting on a correlation id, or None; `end` drops the
+        claim in the same step."""
+        key = addressing.correlation_key(correlation_id)
+        return await (self.client.getdel(key) if end else self.client.get(key))
 
     async def send_control(self, process: str, payload: dict) -> None:
         if process == INSTANCE_ID:
