@@ -22,11 +22,10 @@ from channels.testing import WebsocketCommunicator
 from accounts import directory
 from accounts.models import PublicAccount
 from realtime.asgi import application
+from tests.sse import SEED_SEND, SEND, open_send, response_event
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-SEND = "/api/v1/send"
-SEED_SEND = "/sse/send"
 DEFAULT_BOTS = ("ci_bot", "email_bot", "notification_bot", "system_bot")
 WAIT = 5.0  # bound on every wait for an event or a frame
 RESPONSE_KEYS = {"type", "correlation_id", "data", "is_final", "from"}
@@ -111,69 +110,6 @@ class StreamingASGITransport(httpx.AsyncBaseTransport):
         )
 
 
-# -- reading a send stream -------------------------------------------------------------
-async def _events(response: httpx.Response):
-    """("comment", line) or (event name, decoded data), as they come."""
-    name, data = None, []
-    async for line in response.aiter_lines():
-        if line.startswith(":"):
-            yield "comment", line
-        elif line.startswith("event: "):
-            name = line.removeprefix("event: ")
-        elif line.startswith("data: "):
-            data.append(line.removeprefix("data: "))
-        elif line == "":
-            if name is not None:
-                yield name, orjson.loads("\n".join(data))
-            name, data = None, []
-        else:
-            raise AssertionError(f"not a line of an event stream: {line!r}")
-
-
-class Stream:
-    """One open `send` stream."""
-
-    def __init__(self, response: httpx.Response) -> None:
-        self.response = response
-        self._events = _events(response)
-        self.comments: list[str] = []
-
-    async def next(self, timeout: float = WAIT) -> tuple[str, dict]:
-        """The next event; comments (heartbeats) are kept aside."""
-        while True:
-            name, data = await asyncio.wait_for(anext(self._events), timeout)
-            if name != "comment":
-                return name, data
-            self.comments.append(data)
-
-    async def expect(self, name: str, timeout: float = WAIT) -> dict:
-        got, data = await self.next(timeout)
-        assert got == name, (got, data)
-        return data
-
-    async def rest(self, timeout: float = WAIT) -> list[tuple[str, dict]]:
-        """Every event until the stream ends (which it must, within `timeout`)."""
-        events = []
-        async with asyncio.timeout(timeout):
-            async for name, data in self._events:
-                if name == "comment":
-                    self.comments.append(data)
-                else:
-                    events.append((name, data))
-        return events
-
-
-@contextlib.asynccontextmanager
-async def open_send(client: httpx.AsyncClient, body, *, path: str = SEND, headers=None):
-    """POST send; it must answer 200 with an event stream. Hangs up on exit."""
-    async with client.stream("POST", path, json=body, headers=headers) as response:
-        if response.status_code != HTTPStatus.OK:
-            raise AssertionError(f"{response.status_code}: {(await response.aread())!r}")
-        assert response.headers["content-type"].startswith("text/event-stream")
-        assert response.headers["cache-control"] == "no-cache"
-        yield Stream(response)
-
-
 def sse_body(text: str) -> list[tuple[str, dict]]:
     """The events of a whole event-stream body."""
     events = []
@@ -250,16 +186,6 @@ async def assert_usable(comm, request_id: str = "alive") -> None:
     await comm.send_json_to({"action": "ping", "request_id": request_id})
     pong = await frame(comm, "pong")
     assert pong["request_id"] == request_id
-
-
-def response_event(correlation_id: str, data, is_final: bool, sender: dict) -> dict:
-    return {
-        "type": "response",
-        "correlation_id": correlation_id,
-        "data": data,
-        "is_final": is_final,
-        "from": sender,
-    }
 
 
 # -- the stream ----------------------------------------------------------------------------

@@ -2,17 +2,13 @@
 PostgreSQL: the waiter on one process, the responder on the other."""
 
 import asyncio
-import contextlib
 from http import HTTPStatus
 
 import httpx
-import orjson
 import pytest
 
-from tests.servers import FRAME_TIMEOUT, gateway_cluster, ws_client, ws_url
-
-SEND = "/api/v1/send"
-SEED_SEND = "/sse/send"
+from tests.servers import gateway_cluster, ws_client, ws_url
+from tests.sse import SEED_SEND, SEND, open_send, response_event
 
 
 @pytest.fixture(scope="module")
@@ -31,60 +27,6 @@ async def api(cluster):
         httpx.AsyncClient(base_url=b.http, timeout=30, limits=limits) as http_b,
     ):
         yield http_a, http_b
-
-
-# -- reading a send stream -------------------------------------------------------------
-async def _events(response: httpx.Response):
-    """(event name, decoded data) as they come; comments are skipped."""
-    name, data = None, []
-    async for line in response.aiter_lines():
-        if line.startswith(":"):
-            continue
-        if line.startswith("event: "):
-            name = line.removeprefix("event: ")
-        elif line.startswith("data: "):
-            data.append(line.removeprefix("data: "))
-        elif line == "":
-            if name is not None:
-                yield name, orjson.loads("\n".join(data))
-            name, data = None, []
-        else:
-            raise AssertionError(f"not a line of an event stream: {line!r}")
-
-
-class Stream:
-    def __init__(self, response: httpx.Response) -> None:
-        self._events = _events(response)
-
-    async def expect(self, name: str, timeout: float = FRAME_TIMEOUT) -> dict:
-        got, data = await asyncio.wait_for(anext(self._events), timeout)
-        assert got == name, (got, data)
-        return data
-
-    async def rest(self, timeout: float = FRAME_TIMEOUT) -> list[tuple[str, dict]]:
-        """Every event until the stream ends (which it must, within `timeout`)."""
-        async with asyncio.timeout(timeout):
-            return [event async for event in self._events]
-
-
-@contextlib.asynccontextmanager
-async def open_send(http: httpx.AsyncClient, body, *, path: str = SEND):
-    """POST send; it must answer 200 with an event stream. Hangs up on exit."""
-    async with http.stream("POST", path, json=body) as response:
-        if response.status_code != HTTPStatus.OK:
-            raise AssertionError(f"{response.status_code}: {(await response.aread())!r}")
-        assert response.headers["content-type"].startswith("text/event-stream")
-        yield Stream(response)
-
-
-def response_event(correlation_id: str, data, is_final: bool, sender: dict) -> dict:
-    return {
-        "type": "response",
-        "correlation_id": correlation_id,
-        "data": data,
-        "is_final": is_final,
-        "from": sender,
-    }
 
 
 async def respond(ws, correlation_id: str, data, *, is_final: bool) -> None:

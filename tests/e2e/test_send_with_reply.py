@@ -2,75 +2,14 @@
 @mentions, hang-ups, conflicts, WebSocket senders, many streams at once."""
 
 import asyncio
-import contextlib
 from http import HTTPStatus
 
 import httpx
-import orjson
 
-from tests.servers import FRAME_TIMEOUT, ws_client, ws_url
+from tests.servers import ws_client, ws_url
+from tests.sse import SEED_SEND, SEND, open_send, response_event
 
-SEND = "/api/v1/send"
-SEED_SEND = "/sse/send"
 RESPONSE_KEYS = {"type", "correlation_id", "data", "is_final", "from"}
-
-
-# -- reading a send stream -------------------------------------------------------------
-async def _events(response: httpx.Response):
-    """("comment", line) or (event name, decoded data), as they come."""
-    name, data = None, []
-    async for line in response.aiter_lines():
-        if line.startswith(":"):
-            yield "comment", line
-        elif line.startswith("event: "):
-            name = line.removeprefix("event: ")
-        elif line.startswith("data: "):
-            data.append(line.removeprefix("data: "))
-        elif line == "":
-            if name is not None:
-                yield name, orjson.loads("\n".join(data))
-            name, data = None, []
-        else:
-            raise AssertionError(f"not a line of an event stream: {line!r}")
-
-
-class Stream:
-    """One open `send` stream."""
-
-    def __init__(self, response: httpx.Response) -> None:
-        self._events = _events(response)
-
-    async def expect(self, name: str, timeout: float = FRAME_TIMEOUT) -> dict:
-        while True:
-            got, data = await asyncio.wait_for(anext(self._events), timeout)
-            if got != "comment":
-                assert got == name, (got, data)
-                return data
-
-    async def rest(self, timeout: float = FRAME_TIMEOUT) -> list[tuple[str, dict]]:
-        """Every event until the stream ends (which it must, within `timeout`)."""
-        async with asyncio.timeout(timeout):
-            return [(name, data) async for name, data in self._events if name != "comment"]
-
-
-@contextlib.asynccontextmanager
-async def open_send(http: httpx.AsyncClient, body, *, path: str = SEND):
-    """POST send; it must answer 200 with an event stream. Hangs up on exit."""
-    async with http.stream("POST", path, json=body) as response:
-        if response.status_code != HTTPStatus.OK:
-            raise AssertionError(f"{response.status_code}: {(await response.aread())!r}")
-        assert response.headers["content-type"].startswith("text/event-stream")
-        yield Stream(response)
-
-
-def response_event(correlation_id: str, data, is_final: bool, sender: dict) -> dict:
-    return {
-        "type": "response",
-        "correlation_id": correlation_id,
-        "data": data,
-        "is_final": is_final,
-        "from": sender,
-    }
 
 
 async def unknown_correlation(ws, correlation_id: str, request_id: str = "late") -> None:
