@@ -19,6 +19,16 @@ SECTIONS_END = "<!-- bench:sections:end -->"
 SUMMARY_START, SUMMARY_END = "<!-- bench:summary:start -->", "<!-- bench:summary:end -->"
 DATA = re.compile(r"<!-- bench:data (\{.*?\}) -->")
 
+SCENARIOS = ("unicast", "batch", "fanout", "reply")
+HEADINGS = {
+    "unicast": "**Pushes to single users, `POST /api/v1/push` (scenario 1)**",
+    "batch": "**Batches of 100, `POST /api/v1/push/batch` (scenario 1b)**",
+    "fanout": "**One push to a channel with every client subscribed (scenario 2)**",
+    "reply": "**Send with reply, `POST /api/v1/send` to an echo bot, open loop (scenario 4)**",
+}
+REPLY_CLOSED_HEADING = "**Send with reply, closed loop (scenario 4)**"
+KEPT = "Kept from the previous run of this configuration"
+
 BACKEND_TITLES = {"memory": "embedded default (in-memory)", "redis": "Redis, two processes"}
 
 
@@ -29,7 +39,9 @@ def _steps(session: dict, name: str) -> list[StepResult]:
 def summary(session: dict) -> dict:
     """The headline numbers of one configuration."""
     out = {"server": session["server"], "backend": session["backend"]}
-    for name in ("unicast", "batch", "fanout"):
+    for name in SCENARIOS:
+        if name not in session:
+            continue  # not run: `update_doc` keeps the earlier numbers
         steps = _steps(session, name)
         best = sustained(steps)
         out[name] = (
@@ -52,6 +64,17 @@ def summary(session: dict) -> dict:
         failed = [s for s in steps if not s.passed]
         out[f"{name}_first_fail"] = failed[0].offered_deliveries_per_s if failed else None
         out[f"{name}_ceiling"] = max((s.offered_deliveries_per_s for s in steps), default=None)
+    if "reply_closed" in session:
+        out["reply_closed"] = [
+            {
+                "callers": c["callers"],
+                "per_s": c["round_trips_per_s"],
+                "p50_ms": c["p50_ms"],
+                "p99_ms": c["p99_ms"],
+                "lost": c["lost"],
+            }
+            for c in session["reply_closed"]
+        ]
     points = session.get("memory", {}).get("points", [])
     out["memory"] = [
         {
@@ -76,6 +99,8 @@ def _fmt(x, unit: str = "") -> str:
 
 
 def _best_cell(s: dict, name: str) -> str:
+    if name not in s:
+        return "not run"
     best, ceiling, peak = s[name], s[f"{name}_ceiling"], s.get(f"{name}_peak")
     if ceiling is None:
         return "not run"
@@ -90,12 +115,46 @@ def _best_cell(s: dict, name: str) -> str:
     return cell
 
 
+def _closed_cell(s: dict) -> str:
+    closed = s.get("reply_closed")
+    if not closed:
+        return "not run"
+    return "; ".join(
+        f"{c['callers']}: {_fmt(round(c['per_s']))} ({_fmt(c['p99_ms'])})"
+        + (f", **{_fmt(c['lost'])} lost**" if c["lost"] else "")
+        for c in closed
+    )
+
+
+def reply_closed_table(session: dict) -> str:
+    lines = [
+        "| callers | round trips/s | p50 ms | p90 ms | p99 ms | max ms | lost | errors | "
+        "generator CPU | gateway CPU | Redis CPU | other CPU |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in session["reply_closed"]:
+        errors = dict(c["errors"])
+        if c.get("bot_errors"):
+            errors["bot error frames"] = c["bot_errors"]
+        err = ", ".join(f"{v} {k}" for k, v in errors.items()) or "0"
+        server = " + ".join(f"{x:.0%}" for x in c["server_cpu"])
+        redis = f"{c['redis_cpu']:.0%}" if c.get("redis_cpu") is not None else "-"
+        lines.append(
+            f"| {c['callers']} | {_fmt(c['round_trips_per_s'])} | {_fmt(c['p50_ms'])} | "
+            f"{_fmt(c['p90_ms'])} | {_fmt(c['p99_ms'])} | {_fmt(c['max_ms'])} | "
+            f"{_fmt(c['lost'])} | {err} | {c['generator_cpu']:.0%} | {server} | {redis} | "
+            f"{c['other_cpu']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def summary_table(summaries: list[dict]) -> str:
     lines = [
         "| server | backend | unicast: pushes/s, p99 < 50 ms | batch of 100: deliveries/s, "
         "p99 < 250 ms | channel fan-out: deliveries/s, p99 < 250 ms | KiB per idle "
-        "connection | connections/s |",
-        "|---|---|---|---|---|---|---|",
+        "connection | connections/s | send with reply: round trips/s, p99 < 50 ms | "
+        "send with reply, closed loop: callers: round trips/s (p99 ms) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
         mem = s.get("memory") or []
@@ -104,7 +163,7 @@ def summary_table(summaries: list[dict]) -> str:
         lines.append(
             f"| {s['server']} | {s['backend']} | "
             f"{_best_cell(s, 'unicast')} | {_best_cell(s, 'batch')} | {_best_cell(s, 'fanout')} | "
-            f"{kib} | {rate} |"
+            f"{kib} | {rate} | {_best_cell(s, 'reply')} | {_closed_cell(s)} |"
         )
     return "\n".join(lines)
 
@@ -204,14 +263,12 @@ def section(session: dict, run: dict) -> str:
     mem = memory_table(session)
     if mem:
         parts += ["", "**Idle connections (scenario 3)**", "", mem]
-    for name, heading in (
-        ("unicast", "**Pushes to single users, `POST /api/v1/push` (scenario 1)**"),
-        ("batch", "**Batches of 100, `POST /api/v1/push/batch` (scenario 1b)**"),
-        ("fanout", "**One push to a channel with every client subscribed (scenario 2)**"),
-    ):
+    if session.get("reply_closed"):
+        parts += ["", REPLY_CLOSED_HEADING, "", reply_closed_table(session)]
+    for name in SCENARIOS:
         steps = _steps(session, name)
         if steps:
-            parts += ["", heading, "", steps_table(steps)]
+            parts += ["", HEADINGS[name], "", steps_table(steps)]
     if session.get("subscribe_s") is not None:
         parts += [
             "",
@@ -234,13 +291,66 @@ def key_of(session: dict) -> str:
     return f"{session['server']}-{session['backend']}"
 
 
+def _old_block(old: str, heading: str) -> str | None:
+    """The part of an earlier section from `heading` to the next bold heading
+    or the gateway-log line."""
+    at = old.find(heading)
+    if at < 0:
+        return None
+    ends = [old.find(mark, at + len(heading)) for mark in ("\n\n**", "\n\nGateway log")]
+    ends = [e for e in ends if e >= 0]
+    return old[at : min(ends) if ends else len(old)].rstrip()
+
+
+def merge_section(new: str, old: str, session: dict) -> str:
+    """Keep the scenarios this run did not run from the section's earlier
+    version: their summary data and their tables."""
+    m = DATA.search(old)
+    if not m:
+        return new
+    old_data = orjson.loads(m.group(1))
+    kept = [n for n in SCENARIOS if n not in session and n in old_data]
+    keep_closed = "reply_closed" not in session and "reply_closed" in old_data
+    if not kept and not keep_closed:
+        return new
+    data = summary(session)
+    for name in kept:
+        for key in (name, f"{name}_peak", f"{name}_first_fail", f"{name}_ceiling"):
+            if key in old_data:
+                data[key] = old_data[key]
+    if keep_closed:
+        data["reply_closed"] = old_data["reply_closed"]
+    data["kept_from"] = old_data.get("kept_from") or old_data.get("date")
+    new = DATA.sub(lambda _: f"<!-- bench:data {orjson.dumps(data).decode()} -->", new, count=1)
+    blocks = []
+    if keep_closed:
+        blocks.append(_old_block(old, REPLY_CLOSED_HEADING))
+    blocks += [_old_block(old, HEADINGS[name]) for name in kept]
+    blocks = [b for b in blocks if b]
+    provenance = next((line for line in old.splitlines() if line.startswith(KEPT)), None) or next(
+        (line for line in old.splitlines() if line.startswith("Run ")), ""
+    )
+    if provenance.startswith("Run "):
+        names = kept + (["reply closed loop"] if keep_closed else [])
+        provenance = f"{KEPT} ({', '.join(names)}): {provenance}"
+    cut = new.find("\n\nGateway log")
+    if cut < 0:
+        cut = len(new)
+    extra = "\n\n" + provenance + "".join("\n\n" + b for b in blocks)
+    return new[:cut] + extra + new[cut:]
+
+
 def update_doc(run: dict, path: Path = DOC) -> None:
     """Replace this run's sections of the document and rebuild the summary."""
     text = path.read_text()
     for session in run["sessions"]:
         key = key_of(session)
         start, end = f"<!-- bench:{key}:start -->", f"<!-- bench:{key}:end -->"
-        block = f"{start}\n{section(session, run)}\n{end}"
+        body = section(session, run)
+        if start in text and end in text:
+            old = text[text.index(start) + len(start) : text.index(end)]
+            body = merge_section(body, old, session)
+        block = f"{start}\n{body}\n{end}"
         if start in text and end in text:
             text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
         else:

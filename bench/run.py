@@ -9,7 +9,9 @@ connects the WebSocket clients, and measures:
    under 50 ms and nothing lost; the same for `POST /api/v1/push/batch`;
 2. fan-out: pushes to one channel every client subscribed to; deliveries/s
    with p99 under 250 ms and nothing lost;
-3. memory: gateway RSS per idle connection, and connections accepted per second.
+3. memory: gateway RSS per idle connection, and connections accepted per second;
+4. reply: `POST /api/v1/send` round trips answered by an echo bot (`ci_bot`),
+   closed loop with 1, 50 and 200 callers, then open loop at rising rates.
 
 Prints a table, writes JSON to bench/results/ and (unless `--quick` or
 `--no-docs`) refreshes the results in docs/benchmarks.md.
@@ -67,8 +69,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--pool-size", type=int, default=None, help="HTTP connections per process")
     p.add_argument(
         "--scenarios",
-        default="unicast,batch,fanout",
-        help="comma-separated subset of unicast,batch,fanout (memory always runs)",
+        default="unicast,batch,fanout,reply",
+        help="comma-separated subset of unicast,batch,fanout,reply (memory always runs)",
     )
     p.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL))
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
@@ -184,6 +186,9 @@ async def drive(session: Session, scenarios: list[str]) -> None:
         if "fanout" in scenarios:
             session.log("  channel fan-out")
             await session.fanout()
+        if "reply" in scenarios:
+            session.log("  send with reply (POST /api/v1/send, echo bot ci_bot)")
+            await session.reply()
     finally:
         await session.close()
 

@@ -24,8 +24,9 @@ import orjson
 
 from . import gateway as gw
 from .httpclient import POOLS
+from .sseclient import SSEPool
 from .stats import StepResult, ms, percentile
-from .wsclient import Sink, WSClient, connect_many
+from .wsclient import Sink, WSClient, connect, connect_many
 
 HOST = "127.0.0.1"
 UNICAST_RATES = (25, 50, 75, 100, 150, 200, 300, 400, 500, 750, 1000, 1500, 2000, 3000, 4000, 6000)
@@ -50,6 +51,15 @@ class Plan:
     fanout_rates: list = field(  # pushes/s, x clients deliveries/s
         default_factory=lambda: [1, 2, 5, 10, 15, 20, 30, 50, 75, 100, 150, 200]
     )
+    # Send with reply (POST /api/v1/send answered by an echo bot): closed loop
+    # with this many concurrent callers, then an open-loop ladder.
+    reply_callers: list = field(default_factory=lambda: [1, 50, 200])
+    reply_rates: list = field(  # round trips/s
+        default_factory=lambda: [25, 50, 100, 150, 200, 300, 400, 500]
+    )
+    reply_limit_ms: float = 50.0
+    reply_pool_size: int = 64  # HTTP connections per gateway process, open loop
+    reply_timeout_s: float = 10.0  # the `timeout` of each send
     unicast_limit_ms: float = 50.0
     # A batch is a bulk call: validating and publishing 100 items takes tens of
     # milliseconds by itself, so it is held to the fan-out bound.
@@ -78,6 +88,8 @@ class Plan:
             unicast_rates=[50, 100],
             batch_rates=[2],
             fanout_rates=[2, 5],
+            reply_callers=[1, 20],
+            reply_rates=[25, 50],
             drain_s=1.0,
             quiet_wait_s=0.0,
             noisy_cpu=float("inf"),
@@ -123,6 +135,30 @@ class Recorder(Sink):
 
     def on_closed(self, client: WSClient) -> None:
         self.closed.append(client)
+
+
+class EchoBot(Sink):
+    """The public account `ci_bot`: answers every message at once with a final
+    `response` echoing its correlation id and data."""
+
+    def __init__(self) -> None:
+        self.answered = 0
+        self.closed = False
+
+    def on_message(self, client: WSClient, payload: bytes, now: float) -> None:
+        frame = orjson.loads(payload)
+        client.send_json(
+            {
+                "type": "response",
+                "correlation_id": frame.get("correlation_id"),
+                "data": frame.get("data"),
+                "is_final": True,
+            }
+        )
+        self.answered += 1
+
+    def on_closed(self, client: WSClient) -> None:
+        self.closed = True
 
 
 class Session:
@@ -611,16 +647,17 @@ class Session:
             if other < self.plan.quiet_cpu or waited >= self.plan.quiet_wait_s:
                 return round(waited, 1), round(other, 2)
 
-    async def ladder(self, rates: list, prepare, **kwargs) -> list[StepResult]:
+    async def ladder(self, rates: list, prepare, runner=None, **kwargs) -> list[StepResult]:
         """Steps at rising rates until `stop_after_failures` fail in a row.
 
         `prepare()` gives each step its `(make, targets)`: the request maker
         and the list it fills with the client each message is meant for.
         """
+        run_step = runner or self.run_step
         steps, failures, retries = [], 0, 0
         for rate in rates:
             make, targets = prepare()
-            step = await self.run_step(rate=rate, make=make, targets=targets, **kwargs)
+            step = await run_step(rate=rate, make=make, targets=targets, **kwargs)
             if (
                 not step.passed
                 and step.other_cpu > self.plan.noisy_cpu
@@ -631,7 +668,7 @@ class Session:
                 # counting the failure, and keep the note.
                 self.log(f"  ! {step.other_cpu:.2f} cores used by other processes: re-running")
                 make, targets = prepare()
-                again = await self.run_step(rate=rate, make=make, targets=targets, **kwargs)
+                again = await run_step(rate=rate, make=make, targets=targets, **kwargs)
                 again.noisy_retry_of = {
                     "p99_ms": step.p99_ms,
                     "lost": step.lost,
@@ -726,6 +763,261 @@ class Session:
             limit_ms=self.plan.fanout_limit_ms,
         )
         self.result["fanout"] = [s.as_dict() for s in steps]
+
+    # -- scenario 4: send with reply ------------------------------------------------
+    async def reply(self) -> None:
+        """`POST /api/v1/send` round trips answered by an echo bot (`ci_bot`).
+
+        The bot is one WebSocket client on the first process; the sends
+        alternate between the processes, so on Redis half the replies cross.
+        """
+        self.bot_sink = EchoBot()
+        self.bot = await connect(-1, "ci_bot", HOST, self.gateways[0].port, self.bot_sink)
+        self.reply_tag = f"{random.getrandbits(40):010x}"
+        try:
+            closed = []
+            for callers in self.plan.reply_callers:
+                closed.append(await self.reply_closed_step(callers))
+            self.result["reply_closed"] = closed
+            steps = await self.ladder(
+                self.plan.reply_rates,
+                lambda: (None, None),
+                runner=self.reply_open_step,
+                scenario="reply",
+                per_request=1,
+                expected_each=1,
+                limit_ms=self.plan.reply_limit_ms,
+            )
+            self.result["reply"] = [s.as_dict() for s in steps]
+        finally:
+            self.bot.close()
+
+    def _send_body(self, step: int, i: int) -> bytes:
+        return orjson.dumps(
+            {
+                "user_id": "ci_bot",
+                "data": {"n": i},
+                "correlation_id": f"bench-{self.reply_tag}-{step}-{i}",
+                "timeout": self.plan.reply_timeout_s,
+            }
+        )
+
+    async def _reply_round(self, size: int, body) -> tuple[dict, dict, list]:
+        """Open `size` connections per process, run `body(pools, state)` with CPU
+        accounting, close them. Returns (state, cpu, bot error frames)."""
+        self.step_id += 1
+        step = self.step_id
+        state = {"step": step, "lat": [], "ok": 0, "errors": {}, "last": 0.0}
+
+        def on_event(ctx, kind, now):
+            ctx_step, sent_at, fut = ctx
+            if ctx_step != step:
+                return
+            if kind == "response":
+                state["ok"] += 1
+                state["lat"].append(now - sent_at)
+                state["last"] = now
+            else:
+                state["errors"][kind] = state["errors"].get(kind, 0) + 1
+            if fut is not None and not fut.done():
+                fut.set_result(kind)
+
+        pools = [SSEPool(HOST, g.port, size, on_event) for g in self.gateways]
+        for pool in pools:
+            await pool.start()
+        bot_errors0 = len(self.bot.errors)
+        answered0 = self.bot_sink.answered
+        quiet_wait, other_before = await self.wait_quiet()
+        gc.collect()
+        gc.disable()
+        cpu0, busy0 = time.process_time(), gw.machine_busy()
+        srv0 = [gw.cpu_seconds(g.pid) for g in self.gateways]
+        redis0 = gw.cpu_seconds(self.redis_pid) if self.redis_pid else None
+        wall0 = time.monotonic()
+        try:
+            await body(pools, state)
+        finally:
+            gc.enable()
+        wall = time.monotonic() - wall0
+        busy = gw.busy_share(busy0, gw.machine_busy())
+        cpu = {
+            "wall_s": wall,
+            "generator_cpu": round((time.process_time() - cpu0) / wall, 3),
+            "server_cpu": [
+                round((gw.cpu_seconds(g.pid) - s0) / wall, 3)
+                for g, s0 in zip(self.gateways, srv0, strict=True)
+            ],
+            "redis_cpu": (
+                round((gw.cpu_seconds(self.redis_pid) - redis0) / wall, 3)
+                if redis0 is not None
+                else None
+            ),
+            "cpu_busy": {k: round(v, 3) for k, v in busy.items()},
+            "quiet_wait_s": quiet_wait,
+            "other_cpu_before": other_before,
+            "lag": sorted(x for p in pools for x in p.lag),
+        }
+        ours = cpu["generator_cpu"] + sum(cpu["server_cpu"]) + (cpu["redis_cpu"] or 0)
+        cpu["other_cpu"] = round(max(0.0, sum(busy.values()) - ours), 2)
+        state["bot_answered"] = self.bot_sink.answered - answered0
+        for pool in pools:
+            await pool.close()
+        await asyncio.sleep(0.3)
+        return state, cpu, self.bot.errors[bot_errors0:]
+
+    async def reply_closed_step(self, callers: int) -> dict:
+        """`callers` concurrent callers, each sending the next round trip as soon
+        as the last one was answered, for one step's length."""
+        plan = self.plan
+        n = len(self.gateways)
+        counter = [0]
+
+        async def body(pools, state):
+            loop = asyncio.get_running_loop()
+            stop_at = time.monotonic() + plan.step_seconds
+
+            async def caller(c):
+                k = 0
+                while time.monotonic() < stop_at:
+                    i = counter[0]
+                    counter[0] += 1
+                    fut = loop.create_future()
+                    now = time.monotonic()
+                    pools[(c + k) % n].submit(
+                        "/api/v1/send",
+                        self._send_body(state["step"], i),
+                        (state["step"], now, fut),
+                        now,
+                    )
+                    k += 1
+                    try:
+                        await asyncio.wait_for(fut, plan.reply_timeout_s + 5)
+                    except TimeoutError:
+                        state["errors"]["no answer"] = state["errors"].get("no answer", 0) + 1
+                        return
+
+            await asyncio.gather(*(caller(c) for c in range(callers)))
+
+        state, cpu, bot_errors = await self._reply_round(callers, body)
+        lat = sorted(state["lat"])
+        sent = counter[0]
+        out = {
+            "callers": callers,
+            "round_trips": state["ok"],
+            "sent": sent,
+            "lost": sent - state["ok"],
+            "errors": state["errors"],
+            "bot_errors": len(bot_errors),
+            "bot_error_sample": bot_errors[:3],
+            "bot_answered": state["bot_answered"],
+            "round_trips_per_s": round(state["ok"] / cpu["wall_s"], 1),
+            "p50_ms": ms(percentile(lat, 50)),
+            "p90_ms": ms(percentile(lat, 90)),
+            "p99_ms": ms(percentile(lat, 99)),
+            "max_ms": ms(lat[-1] if lat else None),
+            **{k: v for k, v in cpu.items() if k not in ("lag", "wall_s")},
+            "duration_s": round(cpu["wall_s"], 2),
+        }
+        server = "+".join(f"{c:.0%}" for c in out["server_cpu"])
+        self.log(
+            f"  reply closed loop {callers:>4} callers: {out['round_trips_per_s']:>7.1f} "
+            f"round trips/s lost {out['lost']} p50 {out['p50_ms']} p99 {out['p99_ms']} "
+            f"max {out['max_ms']} ms | gen cpu {out['generator_cpu']:.0%} | server cpu "
+            f"{server} other {out['other_cpu']:.2f}"
+            + (f" | errors {out['errors']}" if out["errors"] else "")
+            + (f" | bot got {len(bot_errors)} error frames" if bot_errors else "")
+        )
+        return out
+
+    async def reply_open_step(self, *, rate: float, limit_ms: float, **_) -> StepResult:
+        """Open loop: round trip i is sent at t0 + i/rate; latency from then."""
+        plan = self.plan
+        total = max(1, int(rate * plan.step_seconds))
+        n = len(self.gateways)
+        result = StepResult(
+            scenario="reply",
+            rate=rate,
+            offered_deliveries_per_s=rate,
+            duration_s=plan.step_seconds,
+            limit_ms=limit_ms,
+        )
+        sent = [0]
+        closed_before = 1 if self.bot_sink.closed else 0
+        start_at = [0.0]
+
+        async def body(pools, state):
+            loop = asyncio.get_running_loop()
+            start = time.monotonic() + 0.01
+            start_at[0] = start
+            i = 0
+            while i < total:
+                now = time.monotonic()
+                due = min(total, int((now - start) * rate) + 1)
+                while i < due:
+                    scheduled = start + i / rate
+                    pools[i % n].submit(
+                        "/api/v1/send",
+                        self._send_body(state["step"], i),
+                        (state["step"], scheduled, None),
+                        scheduled,
+                    )
+                    i += 1
+                oldest = min(
+                    (p.oldest_pending() for p in pools if p.oldest_pending()), default=None
+                )
+                if oldest is not None and now - oldest > plan.abort_lag_s:
+                    result.aborted = True
+                    for pool in pools:
+                        dropped = len(pool.drop_pending())
+                        state["errors"]["not sent"] = state["errors"].get("not sent", 0) + dropped
+                    break
+                await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
+            sent[0] = i
+            deadline = time.monotonic() + plan.reply_timeout_s + 5
+            while sum(p.outstanding for p in pools) and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            del loop
+
+        state, cpu, bot_errors = await self._reply_round(plan.reply_pool_size, body)
+        errors = dict(state["errors"])
+        answered = state["ok"] + sum(errors.values())
+        if answered < sent[0]:
+            errors["no answer"] = errors.get("no answer", 0) + sent[0] - answered
+        # Requests dropped unsent when the step fell behind are not lost: the
+        # step fails as "fell behind" (as in the other ladders).
+        written = sent[0] - errors.pop("not sent", 0)
+        result.requests_sent = written
+        result.requests_accepted = state["ok"]
+        result.request_errors = errors
+        result.expected = written
+        result.received = state["ok"]
+        result.promised = state["bot_answered"]
+        result.lost = written - state["ok"]
+        if bot_errors:
+            result.error_samples = [str(e)[:300] for e in bot_errors[:3]]
+            result.request_errors["bot error frames"] = len(bot_errors)
+        result.clients_closed = (1 if self.bot_sink.closed else 0) - closed_before
+        result.clients_down = sum(1 for c in self.clients if c.closed.done()) + (
+            1 if self.bot_sink.closed else 0
+        )
+        lat = sorted(state["lat"])
+        result.p50_ms = ms(percentile(lat, 50))
+        result.p90_ms = ms(percentile(lat, 90))
+        result.p99_ms = ms(percentile(lat, 99))
+        result.max_ms = ms(lat[-1] if lat else None)
+        span = max(total / rate, state["last"] - start_at[0])
+        result.achieved_deliveries_per_s = round(state["ok"] / span, 1)
+        result.generator_lag_p99_ms = ms(percentile(cpu["lag"], 99))
+        result.generator_cpu = cpu["generator_cpu"]
+        result.server_cpu = cpu["server_cpu"]
+        result.redis_cpu = cpu["redis_cpu"]
+        result.cpu_busy = cpu["cpu_busy"]
+        result.other_cpu = cpu["other_cpu"]
+        result.quiet_wait_s = cpu["quiet_wait_s"]
+        result.other_cpu_before = cpu["other_cpu_before"]
+        result.judge()
+        self.log("  " + describe(result))
+        return result
 
 
 def describe(s: StepResult) -> str:
