@@ -27,12 +27,14 @@ class PublicAccount(models.Model):
     display_name = models.CharField(max_length=100, blank=True)
     description = models.TextField(blank=True)
     is_active = models.BooleanField(
-        default=True, help_text="Inactive accounts cannot connect and are not routed to."
+        "active",
+        default=True,
+        help_text="Inactive accounts cannot connect and are not routed to.",
     )
     token_prefix = models.CharField(max_length=tokens.PREFIX_LENGTH, blank=True, db_index=True)
     token_hash = models.CharField(max_length=64, blank=True, editable=False)
-    created_at = models.DateTimeField(auto_now_add=True)
-    last_seen_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField("created", auto_now_add=True)
+    last_seen_at = models.DateTimeField("last seen", null=True, blank=True, editable=False)
 
     objects = PublicAccountQuerySet.as_manager()
 
