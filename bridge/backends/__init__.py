@@ -16,10 +16,9 @@ from ..hub import Hub
 
 @dataclass(frozen=True, slots=True)
 class Published:
-    """A message after it entered its stream: its id, frame and live audience."""
+    """A message after it entered its stream: its id and live audience."""
 
     id: str
-    frame: str
     online: int
 
 

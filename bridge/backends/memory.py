@@ -51,7 +51,7 @@ class MemoryBackend:
                 first[0] if first else message_id,
                 now + settings.HISTORY_TTL,
             )
-        return Published(message_id, text, online)
+        return Published(message_id, online)
 
     async def publish_many(self, outgoing: list[Outgoing]) -> list[Published]:
         now = time.time()

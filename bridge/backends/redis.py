@@ -205,10 +205,7 @@ class RedisBackend:
                 results = await pipe.execute()
         except RedisError as exc:
             raise Unavailable() from exc
-        return [
-            Published(message_id, frame(message_id, out.tail), int(online))
-            for out, (message_id, online) in zip(outgoing, results, strict=True)
-        ]
+        return [Published(message_id, int(online)) for message_id, online in results]
 
     # -- history ----------------------------------------------------------------
     async def replay(

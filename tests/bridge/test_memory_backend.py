@@ -9,7 +9,7 @@ import pytest
 from bridge.backends import Outgoing
 from bridge.backends import memory as memory_module
 from bridge.backends.memory import MemoryBackend
-from bridge.envelope import encode_tail
+from bridge.envelope import encode_tail, frame
 from bridge.history import parse_id
 from bridge.hub import Hub, LocalSocket
 
@@ -78,12 +78,19 @@ async def test_publish_many_keeps_order_and_ids(backend, clock):
     assert datas(await backend.replay("c:x")) == [0, 1, 2]
 
 
-async def test_the_published_frame_carries_its_id(backend, clock):
+async def test_the_frame_a_listener_gets_carries_its_id(backend, clock):
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    sock = LocalSocket(send, max_backlog=10, on_overflow=lambda: None)
+    await backend.attach(sock, ["c:x"])
     published = await publish(backend, "c:x", {"a": 1})
-    message = orjson.loads(published.frame)
+    message = orjson.loads(sent[0]["text"])
     assert message["id"] == published.id
     assert message["data"] == {"a": 1}
-    assert published.online == 0
+    assert published.online == 1
 
 
 # -- bounds -----------------------------------------------------------------------------
@@ -140,7 +147,7 @@ async def test_replay_without_bounds_returns_everything(backend, clock):
 async def test_replayed_frames_are_the_published_frames(backend, clock):
     published = [await publish(backend, "c:x", n) for n in range(2)]
     replayed = await backend.replay("c:x")
-    assert replayed == [(p.id, p.frame) for p in published]
+    assert replayed == [(p.id, frame(p.id, tail(n))) for n, p in enumerate(published)]
 
 
 async def test_replay_of_an_unknown_stream(backend, clock):
