@@ -1,4 +1,5 @@
-"""What the transports call: push, batch, publish, send.
+"""What the transports call: push, batch, publish, send, send with reply, and
+the public accounts list.
 
 Keyword-only and async; the WebSocket consumer and the HTTP API both come
 here, so a rule written once holds for both.
