@@ -107,28 +107,37 @@ class _Conn(asyncio.Protocol):
         return None
 
 
-class RawPool:
-    """`size` keep-alive connections to one gateway, requests queued FIFO."""
+class KeepAlivePool:
+    """`size` keep-alive connections to one gateway; requests wait FIFO for a
+    free one. Subclasses name their connection protocol (`connection_class`,
+    built with the pool) and any extra request headers."""
 
-    def __init__(self, host: str, port: int, size: int, on_response: OnResponse):
+    connection_class: type
+    extra_headers = b""
+
+    def __init__(self, host: str, port: int, size: int):
         self.host, self.port, self.size = host, port, size
-        self.on_response = on_response
-        self.idle: list[_Conn] = []
+        self.idle: list = []
+        self.conns: set = set()
         self.busy = 0
         self.pending: deque = deque()
         self.lag: list[float] = []  # seconds from schedule to write, per request
         self.reconnects = 0
-        self.resent = 0
-        self._resent: set[int] = set()  # ids of request bytes already sent twice
         self.closing = False
         self._tasks: set[asyncio.Task] = set()
         self._host_header = f"Host: {host}:{port}\r\n".encode()
 
-    async def start(self) -> None:
+    async def _connect(self):
         loop = asyncio.get_running_loop()
+        _, conn = await loop.create_connection(
+            lambda: self.connection_class(self), self.host, self.port
+        )
+        self.conns.add(conn)
+        return conn
+
+    async def start(self) -> None:
         for _ in range(self.size):
-            _, conn = await loop.create_connection(lambda: _Conn(self), self.host, self.port)
-            self.idle.append(conn)
+            self.idle.append(await self._connect())
 
     def request(self, path: str, body: bytes) -> bytes:
         return b"".join(
@@ -137,7 +146,9 @@ class RawPool:
                 path.encode(),
                 b" HTTP/1.1\r\n",
                 self._host_header,
-                b"Content-Type: application/json\r\nContent-Length: ",
+                b"Content-Type: application/json\r\n",
+                self.extra_headers,
+                b"Content-Length: ",
                 str(len(body)).encode(),
                 b"\r\n\r\n",
                 body,
@@ -161,27 +172,72 @@ class RawPool:
     def oldest_pending(self) -> float | None:
         return self.pending[0][2] if self.pending else None
 
-    def drop_pending(self) -> int:
-        n = len(self.pending)
+    def drop_pending(self) -> list:
+        """Forget the requests still queued; returns their contexts."""
+        dropped = [ctx for _, ctx, _ in self.pending]
         self.pending.clear()
-        return n
+        return dropped
 
-    def _done(self, conn: _Conn, ctx, status: int, body: bytes) -> None:
-        now = time.monotonic()
-        if self.pending:
-            request, next_ctx, scheduled = self.pending.popleft()
-            self.lag.append(now - scheduled)
-            conn.send(request, next_ctx)
+    def _next(self, conn) -> None:
+        """A busy connection is free: give it the next queued request, or idle it."""
+        if self.pending and not self.closing:
+            request, ctx, scheduled = self.pending.popleft()
+            self.lag.append(time.monotonic() - scheduled)
+            conn.send(request, ctx)
         else:
             self.busy -= 1
             self.idle.append(conn)
+
+    def _forget(self, conn) -> bool:
+        """A connection closed; True when it was carrying a request."""
+        self.conns.discard(conn)
+        if conn in self.idle:
+            self.idle.remove(conn)
+            return False
+        self.busy -= 1
+        return True
+
+    def _reconnect(self) -> None:
+        if self.closing:
+            return
+        self.reconnects += 1
+        task = asyncio.ensure_future(self._replace())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _replace(self) -> None:
+        try:
+            conn = await self._connect()
+        except OSError:
+            return
+        self.busy += 1
+        self._next(conn)
+
+    async def close(self) -> None:
+        self.closing = True
+        for conn in self.idle:
+            conn.transport.close()
+        self.idle.clear()
+
+
+class RawPool(KeepAlivePool):
+    """Plain requests: one answer each, read whole (`Content-Length` or chunked)."""
+
+    connection_class = _Conn
+
+    def __init__(self, host: str, port: int, size: int, on_response: OnResponse):
+        super().__init__(host, port, size)
+        self.on_response = on_response
+        self.resent = 0
+        self._resent: set[int] = set()  # ids of request bytes already sent twice
+
+    def _done(self, conn: _Conn, ctx, status: int, body: bytes) -> None:
+        now = time.monotonic()
+        self._next(conn)
         self.on_response(ctx, status, body, now)
 
     def _lost(self, conn: _Conn) -> None:
-        if conn in self.idle:
-            self.idle.remove(conn)
-        else:
-            self.busy -= 1
+        if self._forget(conn):
             once = id(conn.request) not in self._resent
             if conn.ctx is not None and not conn.answering and not self.closing and once:
                 # The server closed a keep-alive connection as the request
@@ -191,31 +247,7 @@ class RawPool:
                 self.pending.appendleft((conn.request, conn.ctx, time.monotonic()))
             elif conn.ctx is not None:
                 self.on_response(conn.ctx, 0, b"", time.monotonic())
-        if not self.closing:
-            self.reconnects += 1
-            task = asyncio.ensure_future(self._replace())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _replace(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            _, conn = await loop.create_connection(lambda: _Conn(self), self.host, self.port)
-        except OSError:
-            return
-        if self.pending:
-            request, ctx, scheduled = self.pending.popleft()
-            self.busy += 1
-            self.lag.append(time.monotonic() - scheduled)
-            conn.send(request, ctx)
-        else:
-            self.idle.append(conn)
-
-    async def close(self) -> None:
-        self.closing = True
-        for conn in self.idle:
-            conn.transport.close()
-        self.idle.clear()
+        self._reconnect()
 
 
 class HttpxPool:

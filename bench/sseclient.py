@@ -7,8 +7,9 @@ the next request once the stream has ended. Raw asyncio, like httpclient.py
 
 import asyncio
 import time
-from collections import deque
 from collections.abc import Callable
+
+from .httpclient import KeepAlivePool
 
 # on_event(ctx, kind, now): kind is "response", "timeout", "http <status>" or "connection".
 OnEvent = Callable[[object, str, float], None]
@@ -107,103 +108,27 @@ class _Conn(asyncio.Protocol):
 
     def _finish(self) -> None:
         self.ctx = None
-        self.pool._free(self)
+        self.pool._next(self)
 
 
-class SSEPool:
-    """`size` keep-alive connections to one gateway; requests wait FIFO for one."""
+class SSEPool(KeepAlivePool):
+    """Requests whose answer is an event stream, read until it ends."""
+
+    connection_class = _Conn
+    extra_headers = b"Accept: text/event-stream\r\n"
 
     def __init__(self, host: str, port: int, size: int, on_event: OnEvent):
-        self.host, self.port, self.size = host, port, size
+        super().__init__(host, port, size)
         self.on_event = on_event
-        self.idle: list[_Conn] = []
-        self.conns: set[_Conn] = set()
-        self.busy = 0
-        self.pending: deque = deque()
-        self.lag: list[float] = []
-        self.closing = False
-        self.reconnects = 0
-        self._tasks: set[asyncio.Task] = set()
-        self._host_header = f"Host: {host}:{port}\r\n".encode()
-
-    async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        for _ in range(self.size):
-            _, conn = await loop.create_connection(lambda: _Conn(self), self.host, self.port)
-            self.conns.add(conn)
-            self.idle.append(conn)
-
-    def request(self, path: str, body: bytes) -> bytes:
-        return b"".join(
-            (
-                b"POST ",
-                path.encode(),
-                b" HTTP/1.1\r\n",
-                self._host_header,
-                b"Content-Type: application/json\r\nAccept: text/event-stream\r\nContent-Length: ",
-                str(len(body)).encode(),
-                b"\r\n\r\n",
-                body,
-            )
-        )
-
-    def submit(self, path: str, body: bytes, ctx, scheduled: float) -> None:
-        request = self.request(path, body)
-        if self.idle:
-            conn = self.idle.pop()
-            self.busy += 1
-            self.lag.append(time.monotonic() - scheduled)
-            conn.send(request, ctx)
-        else:
-            self.pending.append((request, ctx, scheduled))
-
-    @property
-    def outstanding(self) -> int:
-        return self.busy + len(self.pending)
-
-    def oldest_pending(self) -> float | None:
-        return self.pending[0][2] if self.pending else None
-
-    def drop_pending(self) -> list:
-        dropped = [ctx for _, ctx, _ in self.pending]
-        self.pending.clear()
-        return dropped
-
-    def _free(self, conn: _Conn) -> None:
-        if self.pending and not self.closing:
-            request, ctx, scheduled = self.pending.popleft()
-            self.lag.append(time.monotonic() - scheduled)
-            conn.send(request, ctx)
-        else:
-            self.busy -= 1
-            self.idle.append(conn)
 
     def _lost(self, conn: _Conn) -> None:
-        self.conns.discard(conn)
-        if conn in self.idle:
-            self.idle.remove(conn)
-        else:
-            self.busy -= 1
-            if conn.ctx is not None and not conn.reported:
-                conn.reported = True
-                self.on_event(conn.ctx, "connection", time.monotonic())
-        if not self.closing:
-            self.reconnects += 1
-            task = asyncio.ensure_future(self._replace())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _replace(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            _, conn = await loop.create_connection(lambda: _Conn(self), self.host, self.port)
-        except OSError:
-            return
-        self.conns.add(conn)
-        self.busy += 1
-        self._free(conn)
+        if self._forget(conn) and conn.ctx is not None and not conn.reported:
+            conn.reported = True
+            self.on_event(conn.ctx, "connection", time.monotonic())
+        self._reconnect()
 
     async def close(self) -> None:
+        # Streams may still be open: close every connection, not only idle ones.
         self.closing = True
         for conn in list(self.conns):
             conn.transport.close()
