@@ -91,7 +91,11 @@ class MemoryBackend:
         return entry[0]
 
     def _sweep(self, now: float) -> None:
-        self._next_sweep = time.monotonic() + SWEEP_EVERY
+        """Drop what expired: old history, pending markers, correlation claims."""
+        monotonic = time.monotonic()
+        self._next_sweep = monotonic + SWEEP_EVERY
+        for correlation_id in [c for c, expires in self.claims.items() if expires < monotonic]:
+            del self.claims[correlation_id]
         oldest = now - settings.HISTORY_TTL
         for stream in list(self.history):
             entries = self.history[stream]

@@ -1,5 +1,6 @@
 """The embedded backend: history bounds, ids, replay and the pending marker."""
 
+import asyncio
 import time
 import types
 
@@ -214,3 +215,12 @@ async def test_register_and_unregister_connections(backend):
     await backend.unregister(user="bob", connection_id="c2")  # twice is harmless
     assert await backend.user_connections("bob") == {}
     assert "bob" not in backend.connections
+
+
+async def test_expired_correlation_claims_are_swept(backend, clock):
+    assert await backend.claim("kept", 60)
+    assert await backend.claim("gone", 0.01)
+    await asyncio.sleep(0.02)
+    backend._next_sweep = 0  # the next publish sweeps
+    await publish(backend, "c:other", 1)
+    assert set(backend.claims) == {"kept"}
