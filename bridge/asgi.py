@@ -1,10 +1,18 @@
 """ASGI pieces that sit in front of Django and the consumer."""
 
+import asyncio
+import contextlib
+
 from channels.security.websocket import OriginValidator
 from django.conf import settings
 
 from . import envelope
 from .errors import TooLarge
+
+# An oversized body is read and dropped up to this many times the limit, for
+# at most this long, before the 413 goes out.
+DRAIN_BYTES = 8
+DRAIN_SECONDS = 5
 
 
 class BrowserOriginValidator(OriginValidator):
@@ -33,7 +41,7 @@ class BodyLimit:
         length = dict(scope.get("headers", ())).get(b"content-length")
         if length is not None:
             if not length.isdigit() or int(length) > limit:
-                return await _too_large(send, limit)
+                return await _too_large(receive, send, limit)
             return await self.app(scope, receive, send)
         # No length announced (chunked): read it all here, within the limit.
         chunks, size = [], 0
@@ -44,7 +52,7 @@ class BodyLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                return await _too_large(send, limit)
+                return await _too_large(receive, send, limit, more=message.get("more_body"))
             chunks.append(chunk)
             if not message.get("more_body"):
                 break
@@ -64,7 +72,12 @@ class BodyLimit:
         return await self.app(scope, replay, send)
 
 
-async def _too_large(send, limit: int) -> None:
+async def _too_large(receive, send, limit: int, *, more: bool = True) -> None:
+    """Answer 413. The rest of the body is read first, within bounds: closing
+    a socket with unread data resets it, and the client never sees the 413."""
+    if more:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(_discard(receive, DRAIN_BYTES * limit), DRAIN_SECONDS)
     body = envelope.dumps(TooLarge(f"Bodies are limited to {limit} bytes.").as_body()).encode()
     await send(
         {
@@ -78,3 +91,11 @@ async def _too_large(send, limit: int) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+async def _discard(receive, budget: int) -> None:
+    while budget > 0:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body"):
+            return
+        budget -= len(message.get("body", b""))
