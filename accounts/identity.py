@@ -1,7 +1,8 @@
 """Who is connecting: the one step that turns a connection's scope into a
 principal. A public account proves itself with its token (`?token=` or
 `Authorization: Bearer`); otherwise `?user_id=` is trusted as seed 000 has it
-(with `?user_id=ci_bot` connecting as that account).
+(with `?user_id=ci_bot` connecting as that account). A `user_id` beside a
+token must name the token's own principal.
 """
 
 import re
@@ -23,11 +24,18 @@ class Principal:
     whose id is its handle."""
 
     user: str
-    kind: str = "user"
+    kind: str = "user"  # "user" | "account" | "anonymous"
 
     @property
     def is_account(self) -> bool:
         return self.kind == "account"
+
+    @property
+    def is_anonymous(self) -> bool:
+        return self.kind == "anonymous"
+
+
+ANONYMOUS = Principal(user="", kind="anonymous")
 
 
 class AuthenticationFailed(Exception):
@@ -65,18 +73,23 @@ def _account_by_token(token: str) -> PublicAccount | None:
     return PublicAccount.by_token(token)
 
 
-async def aresolve(scope) -> Principal:
-    """The principal of a WebSocket (or SSE) connection."""
+async def aresolve(scope, *, anonymous: bool = False) -> Principal:
+    """The principal of a WebSocket (or SSE) connection; with `anonymous`,
+    a connection that names nobody is let in as ANONYMOUS."""
     token = bearer_token(scope)
+    user_id = query_params(scope).get("user_id")
     if token is not None:
         account = await sync_to_async(_account_by_token)(token)
         if account is None:
             raise AuthenticationFailed("The token is not valid.")
         if not account.is_active:
             raise AccessDenied(f"@{account.handle} is deactivated.")
+        if user_id and user_id not in (account.handle, f"@{account.handle}"):
+            raise AccessDenied(f"The token is @{account.handle}'s; it cannot act as {user_id!r}.")
         return Principal(user=account.handle, kind="account")
-    user_id = query_params(scope).get("user_id")
     if not user_id:
+        if anonymous:
+            return ANONYMOUS
         raise AuthenticationFailed("Connect with ?user_id=<your id>, or a token.")
     if not is_valid_user_id(user_id):
         raise AuthenticationFailed("`user_id` must be 1 to 200 printable characters.")

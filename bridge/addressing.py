@@ -76,5 +76,15 @@ def correlation_key(correlation_id: str) -> str:
     return redis_key("corr", correlation_id)
 
 
+def records_key(process: str) -> str:
+    """Hash of connection id -> the connection's record, one per process."""
+    return redis_key("conns", process)
+
+
+def processes_key() -> str:
+    """Set of the processes that have joined the gateway (live or not)."""
+    return redis_key("procs")
+
+
 def alive_prefix() -> str:
     return redis_key("alive", "")

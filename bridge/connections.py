@@ -1,13 +1,14 @@
 """A live connection's life in the core: open, subscribe, unsubscribe, close.
 
-Transport-neutral: the WebSocket consumer (and later the SSE view) owns the
-socket and hands its ASGI `send` here; this module registers it, makes it hear
+Transport-neutral: the WebSocket consumer and the SSE stream own their socket
+and hand it here as a `LocalSocket`; this module registers it, makes it hear
 its streams, and replays what it missed without gaps or duplicates.
 """
 
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 
 from asgiref.sync import sync_to_async
@@ -19,9 +20,10 @@ from accounts.models import PublicAccount
 
 from . import addressing, envelope, metrics
 from .backends import get_backend
-from .errors import DuplicateConnection, Replaced, Validation
+from .errors import DuplicateConnection, Replaced, TooManyConnections, Validation
 from .history import parse_id
 from .hub import LocalSocket
+from .instance import INSTANCE_ID
 
 log = logging.getLogger(__name__)
 
@@ -69,78 +71,144 @@ async def aclose_all(user: str, error_class) -> int:
 
 
 class Connection:
+    """One live connection of any transport: what it hears, and its place in
+    the registry. The transport owns the socket and hands its `LocalSocket`."""
+
     def __init__(
-        self, *, principal: Principal, channel_name: str, send, transport: str, on_overflow
+        self, *, principal: Principal, channel_name: str, sock: LocalSocket, transport: str
     ):
         self.id = uuid.uuid4().hex
         self.principal = principal
         self.channel_name = channel_name
         self.transport = transport
         self.channels: set[str] = set()
-        self.sock = LocalSocket(
-            send, max_backlog=settings.WEBSOCKET_SEND_QUEUE, on_overflow=on_overflow
-        )
+        self.sock = sock
         self.backend = get_backend()
         self.opened = False
+        self.connected_at = time.time()
+
+    def record(self) -> dict:
+        """What the registry shows of this connection, on every process."""
+        principal = self.principal
+        return {
+            "id": self.id,
+            "user": None if principal.is_anonymous else principal.user,
+            "kind": principal.kind,
+            "transport": self.transport,
+            "instance": INSTANCE_ID,
+            "channels": sorted(self.channels),
+            "connected_at": self.connected_at,
+        }
 
     @property
-    def personal_stream(self) -> str:
+    def personal_stream(self) -> str | None:
+        if self.principal.is_anonymous:
+            return None
         return addressing.user_stream(self.principal.user)
 
-    async def aopen(self, *, since: tuple[int, int] | None) -> None:
-        """Apply the duplicate policy, go live, greet, then replay the gap."""
+    async def aopen(
+        self,
+        *,
+        after: dict[str, tuple[int, int]] | None = None,
+        channels: list[str] = (),
+    ) -> None:
+        """Apply the duplicate policy, go live on the personal stream, the
+        broadcast stream and `channels`, greet, then replay what came after
+        each stream's position in `after` (or the personal stream's offline
+        messages) without gaps or duplicates."""
+        after = after or {}
         user = self.principal.user
-        policy = settings.WS_DUPLICATE_POLICY
-        if policy != "allow":
-            existing = await self.backend.user_connections(user)
-            if existing and policy == "reject":
+        self._check_subscriptions(len(channels))
+        if self.backend.hub.counts[self.transport] >= max_connections(self.transport):
+            raise TooManyConnections()
+        if settings.WS_DUPLICATE_POLICY != "allow" and self.transport == "websocket":
+            existing = await self.backend.user_connections(user, transport="websocket")
+            if existing and settings.WS_DUPLICATE_POLICY == "reject":
                 raise DuplicateConnection()
             for channel_name in existing.values():
                 await close_remote(channel_name, Replaced)
+        personal = self.personal_stream
+        streams = [s for s in (personal, addressing.BROADCAST) if s is not None]
+        streams += [addressing.channel_stream(c) for c in channels]
         self.sock.hold()
         self.backend.hub.add(self.sock)
+        self.backend.hub.counts[self.transport] += 1
         self.opened = True
         metrics.CONNECTIONS.labels(self.transport).inc()
-        await self.backend.attach(self.sock, [self.personal_stream, addressing.BROADCAST])
+        self.channels.update(channels)
+        await self.backend.attach(self.sock, streams)
         await self.backend.register(
-            user=user, connection_id=self.id, channel_name=self.channel_name
+            connection_id=self.id, channel_name=self.channel_name, record=self.record()
         )
         if self.principal.is_account:
             await sync_to_async(PublicAccount.touch)(user)
-        pending = await self.backend.take_pending(user)
-        if since is not None:
-            missed = await self.backend.replay(self.personal_stream, after=since)
-        elif pending is not None:
-            missed = await self.backend.replay(self.personal_stream, start=pending)
-        else:
-            missed = []
+        pending = await self.backend.take_pending(user) if personal is not None else None
+        replays = {}
+        # Broadcasts are live only (docs/decisions.md): never replayed.
+        resumable = [s for s in streams if s != addressing.BROADCAST]
+        for stream in resumable:
+            if stream in after:
+                replays[stream] = await self.backend.replay(stream, after=after[stream])
+            elif stream == personal and pending is not None:
+                replays[stream] = await self.backend.replay(stream, start=pending)
+        if self.sock.positions is not None:
+            await self._start_positions(resumable, after, pending)
         self.sock.write(
             _text(
                 {
                     "type": "welcome",
                     "connection_id": self.id,
-                    "user": user,
-                    "heartbeat_interval": settings.WEBSOCKET_HEARTBEAT_INTERVAL,
-                    "replayed": len(missed),
+                    "user": None if personal is None else user,
+                    "transport": self.transport,
+                    "heartbeat_interval": _heartbeat_interval(self.transport),
+                    "replayed": sum(len(missed) for missed in replays.values()),
+                    "channels": list(channels),
                 }
             )
         )
-        self._replay(self.personal_stream, missed)
+        self._replay(replays)
 
-    def _replay(self, stream: str, missed: list[tuple[str, str]]) -> None:
-        for _, text in missed:
-            self.sock.write({"type": "websocket.send", "text": text})
-        self.sock.release(stream, parse_id(missed[-1][0]) if missed else None)
+    async def _start_positions(self, streams, after, pending) -> None:
+        """Where a client that resumes with this connection's position should
+        start in each stream: where it asked, just before the offline messages
+        it is about to be handed, or the stream's newest message now."""
+        positions = self.sock.positions
+        tips = await self.backend.tips([s for s in streams if s not in after])
+        for stream in streams:
+            if stream in after:
+                positions[stream] = after[stream]
+            elif stream == self.personal_stream and pending is not None:
+                positions[stream] = before(parse_id(pending))
+            else:
+                # A stream with no history yet: anything it later holds is new.
+                positions[stream] = tips[stream] or (0, 0)
+
+    def _replay(self, replays: dict[str, list[tuple[str, str]]]) -> None:
+        """Write missed messages, oldest first across streams (ids are times),
+        then the live ones held meanwhile that the replay did not cover."""
+        missed = sorted(
+            (parse_id(message_id), stream, text)
+            for stream, entries in replays.items()
+            for message_id, text in entries
+        )
+        covered = {}
+        for key, stream, text in missed:
+            self.sock.deliver(stream, key, {"type": "websocket.send", "text": text})
+            covered[stream] = key
+        self.sock.release(covered)
+
+    def _check_subscriptions(self, count: int) -> None:
+        if count > settings.MAX_SUBSCRIPTIONS:
+            raise Validation(
+                f"At most {settings.MAX_SUBSCRIPTIONS} subscriptions per connection.",
+                fields={"channel": ["too many subscriptions"]},
+            )
 
     async def asubscribe(self, *, channel: str, since: tuple[int, int] | None) -> int:
         """Join a channel, replaying what came after `since`; returns the replay count."""
         if channel in self.channels:
             return 0
-        if len(self.channels) >= settings.MAX_SUBSCRIPTIONS:
-            raise Validation(
-                f"At most {settings.MAX_SUBSCRIPTIONS} subscriptions per connection.",
-                fields={"channel": ["too many subscriptions"]},
-            )
+        self._check_subscriptions(len(self.channels) + 1)
         stream = addressing.channel_stream(channel)
         self.sock.hold()
         self.channels.add(channel)
@@ -153,7 +221,8 @@ class Connection:
             with contextlib.suppress(Exception):
                 await self.backend.detach(self.sock, [stream])
             raise
-        self._replay(stream, missed)
+        self._replay({stream: missed})
+        await self.backend.update(connection_id=self.id, record=self.record())
         return len(missed)
 
     async def aunsubscribe(self, *, channel: str) -> None:
@@ -161,6 +230,7 @@ class Connection:
             return
         self.channels.discard(channel)
         await self.backend.detach(self.sock, [addressing.channel_stream(channel)])
+        await self.backend.update(connection_id=self.id, record=self.record())
 
     def send_frame(self, frame: dict) -> None:
         """Queue a control frame behind whatever this socket is already sending."""
@@ -174,10 +244,31 @@ class Connection:
         self.opened = False
         self.sock.closed = True
         metrics.CONNECTIONS.labels(self.transport).dec()
+        self.backend.hub.counts[self.transport] -= 1
         self.backend.forget(self.sock)
-        _in_background(self.backend.unregister(user=self.principal.user, connection_id=self.id))
+        user = None if self.principal.is_anonymous else self.principal.user
+        _in_background(self.backend.unregister(user=user, connection_id=self.id))
         if self.principal.is_account:
             _in_background(sync_to_async(PublicAccount.touch)(self.principal.user))
+
+
+def before(key: tuple[int, int]) -> tuple[int, int]:
+    """The greatest key lower than `key`: a position just before its message."""
+    ms, seq = key
+    return (ms, seq - 1) if seq > 0 else (ms - 1, 2**63 - 1)
+
+
+def max_connections(transport: str) -> int:
+    """How many connections of a transport one process accepts."""
+    if transport == "sse":
+        return settings.SSE_MAX_CONNECTIONS
+    return settings.WEBSOCKET_MAX_CONNECTIONS
+
+
+def _heartbeat_interval(transport: str) -> int:
+    if transport == "sse":
+        return settings.SSE_HEARTBEAT_INTERVAL
+    return settings.WEBSOCKET_HEARTBEAT_INTERVAL
 
 
 _background: set[asyncio.Task] = set()

@@ -27,6 +27,7 @@ from .errors import (
     UnsupportedFrame,
     Validation,
 )
+from .hub import LocalSocket
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +64,13 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         except identity.AccessDenied as exc:
             await self._refuse(Forbidden(str(exc)))
             return
-        conn = Connection(
-            principal=principal,
-            channel_name=self.channel_name,
-            send=self.base_send,
-            transport="websocket",
+        sock = LocalSocket(
+            self.base_send,
+            max_backlog=settings.WEBSOCKET_SEND_QUEUE,
             on_overflow=self._overflowed,
+        )
+        conn = Connection(
+            principal=principal, channel_name=self.channel_name, sock=sock, transport="websocket"
         )
         bad_since = None
         try:
@@ -76,7 +78,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         except Validation as exc:
             bad_since, since = exc, None
         try:
-            await conn.aopen(since=since)
+            await conn.aopen(after={} if since is None else {conn.personal_stream: since})
         except BridgeError as exc:
             conn.close()
             await self._refuse(exc)

@@ -64,3 +64,6 @@ def frame(message_id: str, tail: str) -> str:
 def dumps(obj) -> str:
     """Encode a control frame (welcome, ack, error ...)."""
     return orjson.dumps(obj).decode()
+
+
+loads = orjson.loads

@@ -120,3 +120,10 @@ class SlowConsumer(BridgeError):
     http_status = 503
     close_code = 1013
     default_message = "Too many undelivered frames: reconnect with `since`."
+
+
+class TooManyConnections(BridgeError):
+    code = "too_many_connections"
+    http_status = 503
+    close_code = 1013
+    default_message = "This server holds as many connections as it may; try again later."

@@ -9,7 +9,7 @@ stops reading never stalls the others.
 
 import asyncio
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 
 from . import metrics
@@ -31,6 +31,7 @@ class LocalSocket:
         "closed",
         "max_backlog",
         "on_overflow",
+        "positions",
         "streams",
     )
 
@@ -44,6 +45,9 @@ class LocalSocket:
         self._buffer: list | None = None
         self._backlog: deque | None = None
         self._drain_task: asyncio.Task | None = None
+        # Stream -> key of the last message written, for transports whose
+        # clients resume from a position in every stream (SSE); None elsewhere.
+        self.positions: dict[str, tuple[int, int]] | None = None
 
     # -- replay ordering -------------------------------------------------------
     def hold(self) -> None:
@@ -51,19 +55,25 @@ class LocalSocket:
         if self._buffer is None:
             self._buffer = []
 
-    def release(self, stream: str | None = None, last_key: tuple[int, int] | None = None) -> None:
-        """Write held frames, dropping those of `stream` the replay already covered."""
+    def release(self, covered: dict[str, tuple[int, int]] | None = None) -> None:
+        """Write held frames, dropping those a replay already covered
+        (`covered`: stream -> key of the last message replayed)."""
         held, self._buffer = self._buffer, None
-        for held_stream, key, message in held or ():
-            if held_stream == stream and None not in (key, last_key) and key <= last_key:
+        for stream, key, message in held or ():
+            last = covered.get(stream) if covered else None
+            if last is not None and key is not None and key <= last:
                 continue
-            self.write(message)
+            self.deliver(stream, key, message)
 
     def offer(self, stream: str, key: tuple[int, int] | None, message: dict) -> None:
         if self._buffer is not None:
             self._buffer.append((stream, key, message))
         else:
-            self.write(message)
+            self.deliver(stream, key, message)
+
+    def deliver(self, stream: str, key: tuple[int, int] | None, message: dict) -> None:
+        """Write one message of `stream` (`key` None for a live-only frame)."""
+        self.write(message)
 
     # -- writing ----------------------------------------------------------------
     def write(self, message: dict) -> None:
@@ -129,6 +139,8 @@ class Hub:
     def __init__(self) -> None:
         self.listeners: dict[str, set[LocalSocket]] = {}
         self.sockets: set[LocalSocket] = set()
+        # Live connections of this process, by transport.
+        self.counts: Counter[str] = Counter()
 
     def add(self, sock: LocalSocket) -> None:
         self.sockets.add(sock)

@@ -7,6 +7,7 @@ from django.db import connection
 from django.http import HttpResponse, JsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from . import registry
 from .backends import get_backend
 from .instance import INSTANCE_ID, STARTED_AT
 
@@ -14,15 +15,17 @@ SERVICE = "realtime-gateway"
 
 
 def _local_connections() -> int:
-    return len(get_backend().hub.sockets)
+    return sum(registry.local_counts().values())
 
 
 async def health(request):
+    """This process: its live connections (`websocket`, `sse`, and in all)."""
     backend = get_backend()
     return JsonResponse(
         {
             "status": "healthy",
             "connections": _local_connections(),
+            **registry.local_counts(),
             "uptime": round(time.time() - STARTED_AT, 1),
             "instance": INSTANCE_ID,
             "backend": backend.name,

@@ -12,13 +12,19 @@ django_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
+from django.urls import re_path  # noqa: E402
 
 from bridge.asgi import BodyLimit, BrowserOriginValidator  # noqa: E402
 from realtime.handlers import LeanASGIHandler, route_by_path  # noqa: E402
-from realtime.routing import websocket_urlpatterns  # noqa: E402
+from realtime.routing import sse_urlpatterns, websocket_urlpatterns  # noqa: E402
 from realtime.static import static_or  # noqa: E402
 
-http_app = route_by_path(LeanASGIHandler(), django_app, settings.FULL_STACK_PATHS)
+http_app = URLRouter(
+    [
+        *sse_urlpatterns,
+        re_path(r"", route_by_path(LeanASGIHandler(), django_app, settings.FULL_STACK_PATHS)),
+    ]
+)
 
 # What exists now (Django, the URLconf, every module) lives as long as the
 # process: keep it out of every later full garbage collection, whose pauses

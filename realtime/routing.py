@@ -1,7 +1,17 @@
 from django.urls import re_path
 
 from bridge.consumers import GatewayConsumer
+from bridge.sse import EventStreamConsumer
 
 websocket_urlpatterns = [
     re_path(r"^ws/?$", GatewayConsumer.as_asgi()),
+]
+
+# Event streams are Channels HTTP consumers; every other path goes to Django.
+events = EventStreamConsumer.as_asgi()
+sse_urlpatterns = [
+    re_path(r"^events/?$", events),
+    re_path(r"^events/(?P<user_id>[^/]+)/?$", events),
+    # Seed 002's and seed 003's stream paths.
+    re_path(r"^sse/connect/?$", events),
 ]

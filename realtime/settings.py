@@ -140,13 +140,25 @@ WEBSOCKET_MAX_FRAME_BYTES = env.int("WEBSOCKET_MAX_FRAME_BYTES", default=1024 * 
 WEBSOCKET_HEARTBEAT_INTERVAL = env.int("WEBSOCKET_HEARTBEAT_INTERVAL", default=30)
 WS_DUPLICATE_POLICY = env.str("WS_DUPLICATE_POLICY", default="allow")
 MAX_SUBSCRIPTIONS = env.int("MAX_SUBSCRIPTIONS", default=128)
+# Connections one process accepts, per transport; past them a WebSocket is
+# closed with 1013 and an event stream answered 503 (try again later).
+WEBSOCKET_MAX_CONNECTIONS = env.int("WEBSOCKET_MAX_CONNECTIONS", default=10000)
+SSE_MAX_CONNECTIONS = env.int("SSE_MAX_CONNECTIONS", default=10000)
 # Send-with-reply: how long a sender waits for replies (seconds).
 SEND_TIMEOUT_DEFAULT = env.int("SEND_TIMEOUT_DEFAULT", default=30)
 SEND_TIMEOUT_MAX = env.int("SEND_TIMEOUT_MAX", default=300)
 SSE_HEARTBEAT_INTERVAL = env.int("SSE_HEARTBEAT_INTERVAL", default=15)
+# The `retry:` hint of SSE streams: milliseconds a browser waits to reconnect.
+SSE_RETRY_TIMEOUT = env.int("SSE_RETRY_TIMEOUT", default=3000)
 # Frames a connection may have queued while its socket does not drain;
-# past this it is closed with 1013 and recovers with `since`.
+# past this it is closed with 1013 (an SSE stream ends) and recovers with
+# `since` (`Last-Event-ID`).
 WEBSOCKET_SEND_QUEUE = env.int("WEBSOCKET_SEND_QUEUE", default=1000)
+SSE_SEND_QUEUE = env.int("SSE_SEND_QUEUE", default=1000)
+# Which streams an SSE request reads, and who may read them (django-eventstream's hook).
+EVENTSTREAM_CHANNELMANAGER_CLASS = env.str(
+    "EVENTSTREAM_CHANNELMANAGER_CLASS", default="bridge.sse.GatewayChannelManager"
+)
 
 for _name, _value in {
     "HISTORY_SIZE": HISTORY_SIZE,
@@ -159,6 +171,10 @@ for _name, _value in {
     "SEND_TIMEOUT_DEFAULT": SEND_TIMEOUT_DEFAULT,
     "SEND_TIMEOUT_MAX": SEND_TIMEOUT_MAX,
     "SSE_HEARTBEAT_INTERVAL": SSE_HEARTBEAT_INTERVAL,
+    "SSE_RETRY_TIMEOUT": SSE_RETRY_TIMEOUT,
+    "SSE_SEND_QUEUE": SSE_SEND_QUEUE,
+    "WEBSOCKET_MAX_CONNECTIONS": WEBSOCKET_MAX_CONNECTIONS,
+    "SSE_MAX_CONNECTIONS": SSE_MAX_CONNECTIONS,
 }.items():
     if _value < 1:
         raise ImproperlyConfigured(f"{_name} must be at least 1, got {_value}.")

@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+from dataclasses import dataclass
 from http import HTTPStatus
 
 import httpx
@@ -83,3 +84,88 @@ def response_event(correlation_id: str, data, is_final: bool, sender: dict) -> d
         "is_final": is_final,
         "from": sender,
     }
+
+
+# --- /events/ streams ------------------------------------------------------------
+EVENTS = "/events/"
+
+
+@dataclass
+class Event:
+    """One Server-Sent Event as a browser sees it: `id` is the last id set."""
+
+    name: str
+    id: str | None
+    data: dict | str
+
+
+class EventStream:
+    """One open `/events/` stream, read as an EventSource would."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self.last_event_id: str | None = None
+        self.retry: int | None = None
+        self.comments: list[str] = []
+        self.welcome: dict | None = None
+        self._lines = response.aiter_lines()
+
+    async def next(self, timeout: float = WAIT) -> Event:
+        """The next event; comments (heartbeats) and `retry:` are kept aside."""
+        name, data = "message", []
+        async with asyncio.timeout(timeout):
+            while True:
+                line = await anext(self._lines)
+                if line == "":
+                    if data:
+                        text = "\n".join(data)
+                        with contextlib.suppress(orjson.JSONDecodeError):
+                            text = orjson.loads(text)
+                        return Event(name, self.last_event_id, text)
+                    name, data = "message", []
+                    continue
+                field, _, value = line.partition(":")
+                value = value.removeprefix(" ")
+                if field == "":
+                    self.comments.append(line)
+                elif field == "event":
+                    name = value
+                elif field == "data":
+                    data.append(value)
+                elif field == "id":
+                    self.last_event_id = value
+                elif field == "retry":
+                    self.retry = int(value)
+                else:
+                    raise AssertionError(f"not a field of an event stream: {line!r}")
+
+    async def expect(self, name: str, timeout: float = WAIT) -> Event:
+        event = await self.next(timeout)
+        assert event.name == name, event
+        return event
+
+    async def messages(self, count: int, timeout: float = WAIT) -> list[dict]:
+        """The envelopes of the next `count` events (whatever their event name)."""
+        found = []
+        for _ in range(count):
+            event = await self.next(timeout)
+            assert isinstance(event.data, dict) and event.data["type"] == "message", event
+            found.append(event.data)
+        return found
+
+
+@contextlib.asynccontextmanager
+async def open_events(
+    client: httpx.AsyncClient, path: str = EVENTS, *, params=None, headers=None, welcome=True
+):
+    """GET an event stream; it must answer 200 with `text/event-stream`.
+    Reads the `welcome` event first (unless `welcome=False`); hangs up on exit."""
+    headers = {"Accept": "text/event-stream", **(headers or {})}
+    async with client.stream("GET", path, params=params, headers=headers) as response:
+        if response.status_code != HTTPStatus.OK:
+            raise AssertionError(f"{response.status_code}: {(await response.aread())!r}")
+        assert response.headers["content-type"].startswith("text/event-stream")
+        stream = EventStream(response)
+        if welcome:
+            stream.welcome = (await stream.expect("welcome")).data
+        yield stream

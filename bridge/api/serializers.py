@@ -127,6 +127,25 @@ class PublicAccountOut(serializers.Serializer):
     connections = serializers.IntegerField()
 
 
+class TransportStatsOut(serializers.Serializer):
+    total = serializers.IntegerField(help_text="Live connections over this transport.")
+    max = serializers.IntegerField(help_text="Connections each process accepts.")
+    users = serializers.IntegerField(help_text="Distinct principals connected.")
+
+
+class ChannelStatsOut(serializers.Serializer):
+    total = serializers.IntegerField(help_text="Channels with at least one subscriber.")
+    subscriptions = serializers.IntegerField()
+
+
+class StatsOut(serializers.Serializer):
+    websocket = TransportStatsOut()
+    sse = TransportStatsOut()
+    channels = ChannelStatsOut()
+    total_connections = serializers.IntegerField()
+    public_accounts_online = serializers.IntegerField()
+
+
 class BatchOut(serializers.Serializer):
     results = ReceiptOut(many=True)
     delivered = serializers.IntegerField()

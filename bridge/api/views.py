@@ -8,7 +8,7 @@ from django.http import StreamingHttpResponse
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework.response import Response
 
-from .. import services
+from .. import registry, services
 from .codec import EventStreamRenderer, ORJSONRenderer, sse_event
 from .serializers import (
     BatchOut,
@@ -16,6 +16,7 @@ from .serializers import (
     PushIn,
     ReceiptOut,
     SendIn,
+    StatsOut,
     validate_batch,
 )
 
@@ -96,6 +97,15 @@ class PublicAccountsView(GatewayAPIView):
     async def get(self, request):
         accounts = await services.apublic_accounts()
         return Response(PublicAccountOut(accounts, many=True).data)
+
+
+class StatsView(GatewayAPIView):
+    """Connections by transport, channels and subscriptions, across every
+    live process of the gateway."""
+
+    @extend_schema(responses={200: StatsOut}, summary="Connection statistics")
+    async def get(self, request):
+        return Response(await registry.astats())
 
 
 class SendView(GatewayAPIView):

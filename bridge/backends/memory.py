@@ -23,7 +23,9 @@ class MemoryBackend:
         self.history: dict[str, deque] = {}
         self.last_key: dict[str, tuple[int, int]] = {}
         self.pending: dict[str, tuple[str, float]] = {}  # user -> (first id, expires)
-        self.connections: dict[str, dict[str, str]] = {}  # user -> {conn id: channel name}
+        # user -> {connection id: (transport, channel name)}
+        self.connections: dict[str, dict[str, tuple[str, str]]] = {}
+        self.records: dict[str, dict] = {}  # connection id -> its record
         self.claims: dict[str, float] = {}  # correlation id -> expiry (monotonic)
         # Set by the replies module: handles a control message meant for this process.
         self.on_control = lambda payload: None
@@ -84,6 +86,10 @@ class MemoryBackend:
             out.append((message_id, frame(message_id, tail)))
         return out
 
+    async def tips(self, streams: list[str]) -> dict[str, tuple[int, int] | None]:
+        """The key of each stream's newest message (None for a stream never used)."""
+        return {stream: self.last_key.get(stream) for stream in streams}
+
     async def take_pending(self, user: str) -> str | None:
         entry = self.pending.pop(user, None)
         if entry is None or entry[1] < time.time():
@@ -115,19 +121,39 @@ class MemoryBackend:
         for stream in streams:
             self.hub.unlisten(sock, stream)
 
-    async def register(self, *, user: str, connection_id: str, channel_name: str) -> None:
-        self.connections.setdefault(user, {})[connection_id] = channel_name
+    async def register(self, *, connection_id: str, channel_name: str, record: dict) -> None:
+        """Enter a connection in the registry (and its user's connections)."""
+        self.records[connection_id] = record
+        if record["user"] is not None:
+            self.connections.setdefault(record["user"], {})[connection_id] = (
+                record["transport"],
+                channel_name,
+            )
 
-    async def unregister(self, *, user: str, connection_id: str) -> None:
+    async def update(self, *, connection_id: str, record: dict) -> None:
+        if connection_id in self.records:
+            self.records[connection_id] = record
+
+    async def all_records(self) -> list[dict]:
+        """Every live connection's record, across the gateway."""
+        return list(self.records.values())
+
+    async def unregister(self, *, user: str | None, connection_id: str) -> None:
+        self.records.pop(connection_id, None)
         conns = self.connections.get(user)
         if conns is not None:
             conns.pop(connection_id, None)
             if not conns:
                 del self.connections[user]
 
-    async def user_connections(self, user: str) -> dict[str, str]:
-        """Live connections of a user: connection id -> Channels channel name."""
-        return dict(self.connections.get(user, {}))
+    async def user_connections(self, user: str, transport: str | None = None) -> dict[str, str]:
+        """Live connections of a user (over one transport, if given):
+        connection id -> Channels channel name."""
+        return {
+            conn: name
+            for conn, (kind, name) in self.connections.get(user, {}).items()
+            if transport in (None, kind)
+        }
 
     def forget(self, sock: LocalSocket) -> None:
         """Drop a socket at once (no I/O): used when a consumer is cancelled."""

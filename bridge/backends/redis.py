@@ -8,8 +8,10 @@ one Redis message per process per delivery, never one per recipient.
 
 Keys (all under REDIS_PREFIX): `h:<stream>` history (a Redis stream),
 `p:<stream>` bus channel, `lst:<stream>` process -> listener count,
-`uconn:<user>` connection id -> "process|channel name", `pend:<user>` first
-id stored while the user was offline, `alive:<process>` liveness.
+`uconn:<user>` connection id -> "process|transport|channel name",
+`conns:<process>` connection id -> record, `procs` the processes,
+`pend:<user>` first id stored while the user was offline, `alive:<process>`
+liveness.
 """
 
 import asyncio
@@ -25,7 +27,7 @@ from redis.exceptions import RedisError
 from .. import addressing
 from ..envelope import HEAD, frame
 from ..errors import Unavailable
-from ..history import format_id
+from ..history import format_id, parse_id
 from ..hub import Hub, LocalSocket
 from ..instance import INSTANCE_ID
 from . import Outgoing, Published
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 
 ALIVE_TTL = 15  # seconds a process counts as alive without renewing
 ALIVE_EVERY = 5  # seconds between renewals
+RECORDS_TTL = 3 * ALIVE_TTL  # a dead process's connection records outlive it this long
 POOL_WAIT = 10  # seconds a command may wait for a free pooled connection
 
 PUBLISH = """
@@ -105,6 +108,7 @@ class RedisBackend:
         self._started = False
         self._start_lock = asyncio.Lock()
         self._control = addressing.redis_key("ctl", INSTANCE_ID)
+        self._records = addressing.records_key(INSTANCE_ID)
         self._release = self.client.register_script(RELEASE)
         # Set by the replies module: handles a control message meant for this process.
         self.on_control = lambda payload: None
@@ -134,7 +138,11 @@ class RedisBackend:
         task.add_done_callback(self._tasks.discard)
 
     async def _renew_alive(self) -> None:
-        await self.client.set(addressing.alive_prefix() + INSTANCE_ID, "1", ex=ALIVE_TTL)
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.set(addressing.alive_prefix() + INSTANCE_ID, "1", ex=ALIVE_TTL)
+            pipe.sadd(addressing.processes_key(), INSTANCE_ID)
+            pipe.expire(self._records, RECORDS_TTL)
+            await pipe.execute()
 
     async def _keep_alive(self) -> None:
         while True:
@@ -222,6 +230,17 @@ class RedisBackend:
         entries = await self.client.xrange(addressing.history_key(stream), min=low, max="+")
         return [(message_id, frame(message_id, fields["t"])) for message_id, fields in entries]
 
+    async def tips(self, streams: list[str]) -> dict[str, tuple[int, int] | None]:
+        """The key of each stream's newest message (None for an empty stream)."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for stream in streams:
+                pipe.xrevrange(addressing.history_key(stream), count=1)
+            results = await pipe.execute()
+        return {
+            stream: parse_id(entries[0][0]) if entries else None
+            for stream, entries in zip(streams, results, strict=True)
+        }
+
     async def take_pending(self, user: str) -> str | None:
         return await self.client.getdel(addressing.pending_key(user))
 
@@ -265,16 +284,52 @@ class RedisBackend:
         emptied = self.hub.remove(sock)
         self._spawn(self._forget_remote(streams, emptied))
 
-    async def register(self, *, user: str, connection_id: str, channel_name: str) -> None:
-        await self.client.hset(
-            addressing.user_connections_key(user), connection_id, f"{INSTANCE_ID}|{channel_name}"
-        )
+    async def register(self, *, connection_id: str, channel_name: str, record: dict) -> None:
+        """Enter a connection in this process's registry hash (and its user's
+        connections), renewed with this process's liveness."""
+        await self.start()
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hset(self._records, connection_id, orjson.dumps(record))
+            pipe.expire(self._records, RECORDS_TTL)
+            if record["user"] is not None:
+                pipe.hset(
+                    addressing.user_connections_key(record["user"]),
+                    connection_id,
+                    f"{INSTANCE_ID}|{record['transport']}|{channel_name}",
+                )
+            await pipe.execute()
 
-    async def unregister(self, *, user: str, connection_id: str) -> None:
-        await self.client.hdel(addressing.user_connections_key(user), connection_id)
+    async def update(self, *, connection_id: str, record: dict) -> None:
+        await self.client.hset(self._records, connection_id, orjson.dumps(record))
 
-    async def user_connections(self, user: str) -> dict[str, str]:
-        """Live connections of a user: connection id -> Channels channel name.
+    async def unregister(self, *, user: str | None, connection_id: str) -> None:
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hdel(self._records, connection_id)
+            if user is not None:
+                pipe.hdel(addressing.user_connections_key(user), connection_id)
+            await pipe.execute()
+
+    async def all_records(self) -> list[dict]:
+        """Every live connection's record, across the processes that are
+        alive; the records of a process that stopped renewing are dropped."""
+        procs = sorted(await self.client.smembers(addressing.processes_key()))
+        if not procs:
+            return []
+        alive = await self.client.mget([addressing.alive_prefix() + p for p in procs])
+        living = [p for p, a in zip(procs, alive, strict=True) if a]
+        dead = [p for p, a in zip(procs, alive, strict=True) if not a]
+        async with self.client.pipeline(transaction=False) as pipe:
+            for proc in living:
+                pipe.hvals(addressing.records_key(proc))
+            if dead:
+                pipe.srem(addressing.processes_key(), *dead)
+                pipe.delete(*(addressing.records_key(p) for p in dead))
+            results = await pipe.execute()
+        return [orjson.loads(value) for values in results[: len(living)] for value in values]
+
+    async def user_connections(self, user: str, transport: str | None = None) -> dict[str, str]:
+        """Live connections of a user (over one transport, if given):
+        connection id -> Channels channel name.
 
         Entries of processes that stopped renewing their liveness are dropped.
         """
@@ -282,15 +337,19 @@ class RedisBackend:
         entries = await self.client.hgetall(key)
         if not entries:
             return {}
-        owners = {conn: value.split("|", 1) for conn, value in entries.items()}
-        procs = sorted({proc for proc, _ in owners.values()})
+        owners = {conn: value.split("|", 2) for conn, value in entries.items()}
+        procs = sorted({proc for proc, _, _ in owners.values()})
         alive = await self.client.mget([addressing.alive_prefix() + p for p in procs])
         living = {p for p, a in zip(procs, alive, strict=True) if a}
-        dead = [conn for conn, (proc, _) in owners.items() if proc not in living]
+        dead = [conn for conn, (proc, _, _) in owners.items() if proc not in living]
         if dead:
             with contextlib.suppress(Exception):
                 await self.client.hdel(key, *dead)
-        return {conn: name for conn, (proc, name) in owners.items() if proc in living}
+        return {
+            conn: name
+            for conn, (proc, kind, name) in owners.items()
+            if proc in living and transport in (None, kind)
+        }
 
     # -- correlation ----------------------------------------------------------------
     async def claim(self, correlation_id: str, ttl: float) -> bool:

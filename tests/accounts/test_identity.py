@@ -104,10 +104,18 @@ async def test_a_bearer_header_is_its_account():
     assert principal == Principal("deploy_bot", "account")
 
 
-async def test_the_token_wins_over_a_user_id():
+async def test_a_user_id_naming_another_principal_than_the_token_is_denied():
     raw = await account("deploy_bot", token=True)
-    principal = await identity.aresolve(scope(f"user_id=alice&token={raw}"))
+    with pytest.raises(AccessDenied):
+        await identity.aresolve(scope(f"user_id=alice&token={raw}"))
+    principal = await identity.aresolve(scope(f"user_id=deploy_bot&token={raw}"))
     assert principal == Principal("deploy_bot", "account")
+
+
+async def test_nobody_named_is_anonymous_only_where_allowed():
+    assert await identity.aresolve(scope(""), anonymous=True) == identity.ANONYMOUS
+    with pytest.raises(AuthenticationFailed):
+        await identity.aresolve(scope(""))
 
 
 @pytest.mark.parametrize("token", ["nonsense", "pa_12345678.wrong", "pa_.x"])

@@ -173,7 +173,7 @@ async def test_release_drops_held_frames_the_replay_covered():
     sock.write(msg("replayed"))  # a replay writes straight through the hold
     assert texts(send.sent) == ["replayed"]
 
-    sock.release("u:bob", (100, 1))
+    sock.release({"u:bob": (100, 1)})
     assert texts(send.sent) == ["replayed", "other-stream", "newer"]
 
     # Released: live frames flow again.
@@ -187,7 +187,7 @@ async def test_release_without_a_replay_keeps_every_held_frame():
     sock.hold()
     sock.offer("u:bob", (1, 0), msg("a"))
     sock.offer("u:bob", (2, 0), msg("b"))
-    sock.release("u:bob", None)
+    sock.release({})
     assert texts(send.sent) == ["a", "b"]
 
 
@@ -274,5 +274,5 @@ async def test_deliver_respects_a_listeners_hold():
     sock.hold()
     hub.deliver("u:bob", "10-0", "old")
     hub.deliver("u:bob", "11-0", "new")
-    sock.release("u:bob", (10, 0))
+    sock.release({"u:bob": (10, 0)})
     assert texts(send.sent) == ["new"]

@@ -206,15 +206,19 @@ async def test_pending_marker_is_per_user(backend, clock):
 
 # -- registry -----------------------------------------------------------------------------
 async def test_register_and_unregister_connections(backend):
-    await backend.register(user="bob", connection_id="c1", channel_name="ch1")
-    await backend.register(user="bob", connection_id="c2", channel_name="ch2")
+    for conn, name, transport in (("c1", "ch1", "sse"), ("c2", "ch2", "websocket")):
+        record = {"user": "bob", "transport": transport}
+        await backend.register(connection_id=conn, channel_name=name, record=record)
+    assert len(await backend.all_records()) == 2
     assert await backend.user_connections("bob") == {"c1": "ch1", "c2": "ch2"}
+    assert await backend.user_connections("bob", transport="sse") == {"c1": "ch1"}
     await backend.unregister(user="bob", connection_id="c1")
     assert await backend.user_connections("bob") == {"c2": "ch2"}
     await backend.unregister(user="bob", connection_id="c2")
     await backend.unregister(user="bob", connection_id="c2")  # twice is harmless
     assert await backend.user_connections("bob") == {}
     assert "bob" not in backend.connections
+    assert await backend.all_records() == []
 
 
 async def test_expired_correlation_claims_are_swept(backend, clock):

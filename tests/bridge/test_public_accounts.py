@@ -136,10 +136,13 @@ async def test_a_token_connection_receives_the_accounts_messages(client):
         assert (message["id"], message["data"]) == (receipt["id"], {"n": 1})
 
 
-async def test_the_token_wins_over_a_user_id():
+async def test_a_user_id_beside_a_token_must_name_its_account():
     raw = await new_account("deploy_bot")
-    async with ws(f"/ws/?user_id=alice&token={raw}") as (_, welcome):
-        assert welcome["user"] == "deploy_bot"
+    for own in ("deploy_bot", "@deploy_bot"):
+        async with ws(f"/ws/?user_id={own}&token={raw}") as (_, welcome):
+            assert welcome["user"] == "deploy_bot"
+    error, code = await refused(f"/ws/?user_id=alice&token={raw}")
+    assert (error["code"], code) == ("forbidden", 4403)
 
 
 @pytest.mark.parametrize(
