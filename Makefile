@@ -21,8 +21,10 @@ $(VENV)/.stamp-dev: requirements.txt requirements-dev.txt | $(BIN)/python
 run: $(VENV)/.stamp-run
 	DEBUG=$${DEBUG:-true} PYTHON=$(BIN)/python bin/serve
 
-## Lint, the import rule, migrations check, then the whole test suite.
+## Lint, the import rule, migrations check, then the whole test suite
+## (the browser tests need Debian's chromium: bin/ensure-chromium installs it as root).
 test: $(VENV)/.stamp-dev lint
+	bin/ensure-chromium
 	DEBUG=true $(BIN)/python manage.py makemigrations --check --dry-run
 	$(BIN)/pytest
 

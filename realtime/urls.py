@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from bridge import ops
+from bridge import ops, pages
 from bridge.api.views import PushBatchView, PushView, SendView
 
 urlpatterns = [
@@ -11,6 +11,8 @@ urlpatterns = [
     path("sse/push", PushView.as_view(), name="seed-push"),
     path("sse/push/batch", PushBatchView.as_view(), name="seed-push-batch"),
     path("sse/send", SendView.as_view(), name="seed-send"),
+    path("ws/test-page", pages.ws_test_page, name="ws-test-page"),
+    path("sse/test", pages.sse_test_page, name="sse-test-page"),
     path("health", ops.health, name="health"),
     path("ready", ops.ready, name="ready"),
     path("metrics", ops.metrics, name="metrics"),

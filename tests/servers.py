@@ -103,6 +103,30 @@ def start_gateway(tmp_dir: Path, **env_overrides: str) -> Gateway:
     raise RuntimeError(f"gateway did not answer /health in time:\n{gateway.log()}")
 
 
+def restart_gateway(gateway: Gateway) -> None:
+    """Start a stopped (or killed) `gateway` again, in place: same port, same
+    environment, its log continued. Waits until /health answers."""
+    assert gateway.proc.poll() is not None, "the gateway is still running"
+    with open(gateway.log_path, "ab") as log:
+        gateway.proc = subprocess.Popen(
+            [str(ROOT / "bin" / "serve")],
+            cwd=ROOT,
+            env=gateway.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if gateway.proc.poll() is not None:
+            raise RuntimeError(f"gateway exited with {gateway.proc.returncode}:\n{gateway.log()}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{gateway.http}/health", timeout=1).status_code == 200:
+                return
+        time.sleep(0.2)
+    gateway.stop(signal.SIGKILL)
+    raise RuntimeError(f"restarted gateway did not answer /health in time:\n{gateway.log()}")
+
+
 def redis_env() -> dict:
     """Redis settings for one test run: its own key prefix, so runs never collide.
 
