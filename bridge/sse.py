@@ -249,7 +249,12 @@ class EventStreamConsumer(AsyncConsumer):
         raise StopConsumer()
 
     def _overflowed(self) -> None:
-        self._ending = asyncio.ensure_future(self._end(SlowConsumer()))
+        self._ending = asyncio.ensure_future(self._end_overflowed())
+
+    async def _end_overflowed(self) -> None:
+        await self._end(SlowConsumer())
+        # Wake the consumer's loop, which waits for the client or the layer.
+        await self.channel_layer.send(self.channel_name, {"type": "bridge.stop"})
 
     async def _end(self, exc: BridgeError) -> None:
         """End a live stream with an `error` event; the browser reconnects
@@ -260,7 +265,6 @@ class EventStreamConsumer(AsyncConsumer):
         _stop_heartbeats(conn.sock)
         conn.close()
         await self._answer(exc)
-        await self.channel_layer.send(self.channel_name, {"type": "bridge.stop"})
 
     async def bridge_close(self, event):
         """Another part of the gateway asks this stream to end."""
