@@ -193,7 +193,7 @@ class Connection:
         )
         covered = {}
         for key, stream, text in missed:
-            self.sock.deliver(stream, key, {"type": "websocket.send", "text": text})
+            self.sock.deliver(stream, key, {"type": "websocket.send", "text": text}, replayed=True)
             covered[stream] = key
         self.sock.release(covered)
 

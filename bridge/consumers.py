@@ -31,6 +31,8 @@ from .hub import LocalSocket
 
 log = logging.getLogger(__name__)
 
+FINAL_FRAME_WAIT = 5  # seconds a stalled client has to take its closing error frame
+
 
 class GatewayConsumer(AsyncWebsocketConsumer):
     conn: Connection | None = None
@@ -95,7 +97,15 @@ class GatewayConsumer(AsyncWebsocketConsumer):
     async def _refuse(self, exc: BridgeError) -> None:
         """Tell the client why, stop its deliveries at once, then close."""
         metrics.ERRORS.labels(exc.code).inc()
-        await self.send(text_data=envelope.dumps(exc.as_frame()))
+        # A client that stopped reading gets a short chance to take the
+        # frame in flight and this one; the close goes out regardless.
+        try:
+            async with asyncio.timeout(FINAL_FRAME_WAIT):
+                if self.conn is not None:
+                    await self.conn.sock.drained()
+                await self.send(text_data=envelope.dumps(exc.as_frame()))
+        except TimeoutError:
+            log.debug("a connection closed without its error frame")
         if self.conn is not None:
             self.conn.close()
         await self.close(exc.close_code)

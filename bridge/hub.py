@@ -27,6 +27,7 @@ class LocalSocket:
         "_backlog",
         "_buffer",
         "_drain_task",
+        "_replayed",
         "_send",
         "closed",
         "max_backlog",
@@ -43,7 +44,10 @@ class LocalSocket:
         self.closed = False
         # While a replay is being written, live frames wait here (stream, key, message).
         self._buffer: list | None = None
+        # (message, replayed) pairs waiting behind a send that blocked, and
+        # how many of them are replayed (not counted against max_backlog).
         self._backlog: deque | None = None
+        self._replayed = 0
         self._drain_task: asyncio.Task | None = None
         # Stream -> key of the last message written, for transports whose
         # clients resume from a position in every stream (SSE); None elsewhere.
@@ -71,21 +75,30 @@ class LocalSocket:
         else:
             self.deliver(stream, key, message)
 
-    def deliver(self, stream: str, key: tuple[int, int] | None, message: dict) -> None:
+    def deliver(
+        self, stream: str, key: tuple[int, int] | None, message: dict, *, replayed: bool = False
+    ) -> None:
         """Write one message of `stream` (`key` None for a live-only frame)."""
-        self.write(message)
+        self.write(message, replayed=replayed)
 
     # -- writing ----------------------------------------------------------------
-    def write(self, message: dict) -> None:
-        """Start sending an ASGI message without waiting for the socket."""
+    def write(self, message: dict, *, replayed: bool = False) -> None:
+        """Start sending an ASGI message without waiting for the socket.
+
+        A replayed message is queued whatever the backlog holds: a replay is
+        bounded by the history, and the bound is for live frames."""
         if self.closed:
             return
         if self._backlog is not None:
-            if len(self._backlog) >= self.max_backlog:
+            if not replayed and len(self._backlog) - self._replayed >= self.max_backlog:
+                # What is queued is dropped: the client resumes after the
+                # last id it received, and nothing may follow the close.
                 self.closed = True
+                self._backlog.clear()
                 self.on_overflow()
                 return
-            self._backlog.append(message)
+            self._backlog.append((message, replayed))
+            self._replayed += replayed
             return
         coro = self._send(message)
         try:
@@ -97,18 +110,28 @@ class LocalSocket:
             self.closed = True
             return
         self._backlog = deque()
+        self._replayed = 0
         self._drain_task = asyncio.ensure_future(self._drain(coro, waiting_on))
 
     async def _drain(self, coro, waiting_on) -> None:
         try:
             await _finish(coro, waiting_on)
-            while self._backlog:
-                await self._send(self._backlog.popleft())
+            while self._backlog and not self.closed:
+                message, replayed = self._backlog.popleft()
+                self._replayed -= replayed
+                await self._send(message)
         except Exception:
             log.debug("socket drain ended", exc_info=True)
             self.closed = True
         finally:
             self._backlog = None
+            self._drain_task = None
+
+    async def drained(self) -> None:
+        """Wait for the send in progress, if any, to end (bound it with a timeout)."""
+        task = self._drain_task
+        if task is not None:
+            await asyncio.wait([task])
 
 
 async def _finish(coro, waiting_on) -> None:

@@ -11,6 +11,7 @@ message has one id and one path everywhere.
 """
 
 import asyncio
+import functools
 import io
 import logging
 import weakref
@@ -40,6 +41,7 @@ from .hub import LocalSocket
 
 log = logging.getLogger(__name__)
 
+FINAL_EVENT_WAIT = 5  # seconds a stalled stream has to take its closing error event
 KEEP_ALIVE = {"type": "http.response.body", "body": b": keep-alive\n\n", "more_body": True}
 
 
@@ -83,23 +85,23 @@ class SSESocket(LocalSocket):
             await self._asgi_send(_retry_hint())
         await self._asgi_send(message)
 
-    def deliver(self, stream, key, message) -> None:
+    def deliver(self, stream, key, message, *, replayed: bool = False) -> None:
         if key is not None:
             position = self.positions.get(stream)
             if position is not None and key > position:
                 self.positions[stream] = key
                 self._pieces[stream] = _piece(stream, key)
                 self._id = None
-        self.write(message)
+        self.write(message, replayed=replayed)
 
-    def write(self, message: dict) -> None:
+    def write(self, message: dict, *, replayed: bool = False) -> None:
         if message["type"] == "websocket.send":
             message = {
                 "type": "http.response.body",
                 "body": b"id: " + self.event_id() + b"\n" + _event(message),
                 "more_body": True,
             }
-        super().write(message)
+        super().write(message, replayed=replayed)
 
     def event_id(self) -> bytes:
         """The resume position, in django-eventstream's `make_id` format."""
@@ -112,7 +114,12 @@ class SSESocket(LocalSocket):
 
 
 def _piece(stream: str, key: tuple[int, int]) -> str:
-    return f"{quote(stream)}:{format_id(key)}"
+    return f"{_quoted(stream)}:{format_id(key)}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _quoted(stream: str) -> str:
+    return quote(stream)
 
 
 # The last message encoded, and its event: the hub hands every listener of a
@@ -239,10 +246,13 @@ class EventStreamConsumer(AsyncConsumer):
             return
         event = sse_encode_event("error", envelope.dumps(exc.as_frame()), event_id=None)
         final = {"type": "http.response.body", "body": event.encode(), "more_body": False}
-        # A socket that stopped draining gets a short chance, then is dropped.
+        # A socket that stopped draining gets a short chance to finish the
+        # event it was sending and take this one, then is dropped.
         try:
-            await asyncio.wait_for(self.base_send(final), 5)
-        except (TimeoutError, OSError):
+            async with asyncio.timeout(FINAL_EVENT_WAIT):
+                await sock.drained()
+                await self.base_send(final)
+        except (TimeoutError, OSError, RuntimeError):
             log.debug("an SSE stream ended without its error event", exc_info=True)
 
     async def http_disconnect(self, message):

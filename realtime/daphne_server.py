@@ -1,4 +1,5 @@
-"""Daphne, started with the close codes the gateway's contract uses.
+"""Daphne, started with the close codes the gateway's contract uses, and
+with back-pressure on what an application sends.
 
 Autobahn, under Daphne, lets an application close a socket only with 1000 or
 3000-4999, and turns anything else into an error and a 1011. RFC 6455 lets a
@@ -6,11 +7,27 @@ server send 1001, 1008, 1009, 1011, 1013 too, and clients of the gateway rely
 on them (1008 duplicate, 1009 too large, 1013 slow consumer), so this
 launcher sends those as they are, and has Autobahn close a connection it
 fails (a frame over Daphne's cap) with its code rather than dropping it.
+
+Daphne hands every message an application sends to Twisted and returns at
+once, so a client that stops reading grows the server's memory without
+bound, and the gateway's per-connection send queue (1013 / slow_consumer)
+never fills. Here a send returns at once while the connection's outgoing
+buffer is small, and waits for it to drain once it passes HIGH_WATER.
+
 Everything else is Daphne's own CLI.
 """
 
+import asyncio
+
 from daphne.cli import CommandLineInterface
+from daphne.server import Server
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
+
+# Bytes queued in Twisted for one connection before a send waits, and the
+# level it waits for. A frame in flight never waits.
+HIGH_WATER = 256 * 1024
+LOW_WATER = 64 * 1024
+DRAIN_POLL = (0.005, 0.1)  # seconds between checks of a full buffer: first, at most
 
 # Close codes RFC 6455 (section 7.4.1) and the IANA registry allow a server to send.
 SERVER_CLOSE_CODES = frozenset({1000, 1001, 1008, 1009, 1011, 1012, 1013, 1014})
@@ -35,8 +52,37 @@ def factory_init(self, *args, **kwargs):
     self.setProtocolOptions(failByDrop=False)
 
 
+def _buffered(transport) -> int:
+    """Bytes a Twisted TCP transport still has to write (0 if it cannot say)."""
+    try:
+        return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+    except AttributeError:
+        return 0
+
+
+_handle_reply = Server.handle_reply
+
+
+async def handle_reply(self, protocol, message):
+    """Daphne's handle_reply, waiting while the connection's buffer is full."""
+    await _handle_reply(self, protocol, message)
+    if not (message["type"] == "websocket.send" or message.get("more_body")):
+        return  # a close or a response's end: nothing follows to hold back
+    transport = getattr(protocol, "transport", None)
+    if transport is None or _buffered(transport) <= HIGH_WATER:
+        return
+    delay = DRAIN_POLL[0]
+    while _buffered(transport) > LOW_WATER:
+        state = self.connections.get(protocol)
+        if state is None or state.get("disconnected") or transport.disconnected:
+            return
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, DRAIN_POLL[1])
+
+
 WebSocketProtocol.serverClose = server_close
 WebSocketFactory.__init__ = factory_init
+Server.handle_reply = handle_reply
 
 if __name__ == "__main__":
     CommandLineInterface.entrypoint()
