@@ -3,8 +3,11 @@
 The document keeps one generated section per configuration (server and
 backend), between `<!-- bench:<key>:start -->` and `<!-- bench:<key>:end -->`;
 a run rewrites only the sections of the configurations it ran, then rebuilds
-the summary table from the data line each section carries. Everything
-outside the markers is prose and is left alone.
+the summary table from the data line each section carries. The SSE scenarios
+have their own sections (`<!-- bench:sse-<key>:start -->`, data lines
+`<!-- bench:sse-data {...} -->`) and summary (`bench:sse-summary`) in the
+"Server-Sent Events" part of the document. Everything outside the markers is
+prose and is left alone.
 """
 
 import re
@@ -36,34 +39,38 @@ def _steps(session: dict, name: str) -> list[StepResult]:
     return [StepResult(**s) for s in session.get(name, [])]
 
 
+def _ladder_summary(out: dict, name: str, steps: list[StepResult]) -> None:
+    """The sustained step, the peak, the first failure and the top step of a ladder."""
+    best = sustained(steps)
+    out[name] = (
+        {
+            "deliveries_per_s": best.offered_deliveries_per_s,
+            "rate": best.rate,
+            "p50_ms": best.p50_ms,
+            "p99_ms": best.p99_ms,
+        }
+        if best
+        else None
+    )
+    clean = [s for s in steps if s.lost == 0 and not s.request_errors and not s.aborted]
+    peak = max(clean, key=lambda s: s.achieved_deliveries_per_s, default=None)
+    out[f"{name}_peak"] = (
+        {"deliveries_per_s": round(peak.achieved_deliveries_per_s), "p99_ms": peak.p99_ms}
+        if peak
+        else None
+    )
+    failed = [s for s in steps if not s.passed]
+    out[f"{name}_first_fail"] = failed[0].offered_deliveries_per_s if failed else None
+    out[f"{name}_ceiling"] = max((s.offered_deliveries_per_s for s in steps), default=None)
+
+
 def summary(session: dict) -> dict:
     """The headline numbers of one configuration."""
     out = {"server": session["server"], "backend": session["backend"]}
     for name in SCENARIOS:
         if name not in session:
             continue  # not run: `update_doc` keeps the earlier numbers
-        steps = _steps(session, name)
-        best = sustained(steps)
-        out[name] = (
-            {
-                "deliveries_per_s": best.offered_deliveries_per_s,
-                "rate": best.rate,
-                "p50_ms": best.p50_ms,
-                "p99_ms": best.p99_ms,
-            }
-            if best
-            else None
-        )
-        clean = [s for s in steps if s.lost == 0 and not s.request_errors and not s.aborted]
-        peak = max(clean, key=lambda s: s.achieved_deliveries_per_s, default=None)
-        out[f"{name}_peak"] = (
-            {"deliveries_per_s": round(peak.achieved_deliveries_per_s), "p99_ms": peak.p99_ms}
-            if peak
-            else None
-        )
-        failed = [s for s in steps if not s.passed]
-        out[f"{name}_first_fail"] = failed[0].offered_deliveries_per_s if failed else None
-        out[f"{name}_ceiling"] = max((s.offered_deliveries_per_s for s in steps), default=None)
+        _ladder_summary(out, name, _steps(session, name))
     if "reply_closed" in session:
         out["reply_closed"] = [
             {
@@ -185,6 +192,8 @@ def steps_table(steps: list[StepResult]) -> str:
             notes.append(f"{s.clients_down} clients down")
         if s.duplicates:
             notes.append(f"{s.duplicates} dup")
+        if s.id_errors:
+            notes.append(f"{s.id_errors} id errors")
         if s.noisy_retry_of:
             notes.append("second try: other processes spoiled the first")
         if notes:
@@ -275,16 +284,29 @@ def section(session: dict, run: dict) -> str:
             f"{run['clients']:,} clients subscribed to the channel in "
             f"{session['subscribe_s']:.2f} s.",
         ]
-    problems = session.get("log_problems", 0)
-    if problems:
-        parts += ["", f"Gateway log: {problems:,} line(s) with a warning, an error or a traceback:"]
-        parts += [""] + [
-            "- {:,} x `{}`".format(count, kind.replace("`", "'").replace(") ", " phase) ", 1))
-            for kind, count in session.get("log_problem_kinds", [])
-        ]
-    else:
-        parts += ["", "Gateway log: no warnings, errors or tracebacks."]
+    parts += ["", *gateway_log(session, sse=False)]
     return "\n".join(parts)
+
+
+def gateway_log(session: dict, *, sse: bool) -> list[str]:
+    """The warnings of the gateway logs of the WebSocket phases, or of the SSE ones."""
+    by_phase = session.get("log_problems_by_phase")
+    if by_phase is None:  # results from before the SSE scenarios
+        problems = session.get("log_problems", 0)
+        kinds = session.get("log_problem_kinds", [])
+    else:
+        phases = [p for p in by_phase if p.startswith("sse") == sse]
+        problems = sum(by_phase[p]["count"] for p in phases)
+        kinds = [[f"({p}) {kind}", count] for p in phases for kind, count in by_phase[p]["kinds"]]
+    if not problems:
+        return ["Gateway log: no warnings, errors or tracebacks."]
+    return [
+        f"Gateway log: {problems:,} line(s) with a warning, an error or a traceback:",
+        "",
+    ] + [
+        "- {:,} x `{}`".format(count, kind.replace("`", "'").replace(") ", " phase) ", 1))
+        for kind, count in kinds
+    ]
 
 
 def key_of(session: dict) -> str:
@@ -340,10 +362,19 @@ def merge_section(new: str, old: str, session: dict) -> str:
     return new[:cut] + extra + new[cut:]
 
 
+def parts_of(session: dict) -> list[str]:
+    """Which transports a session ran (results from before SSE: WebSocket)."""
+    return session.get("parts", ["websocket"])
+
+
 def update_doc(run: dict, path: Path = DOC) -> None:
-    """Replace this run's sections of the document and rebuild the summary."""
+    """Replace this run's sections of the document and rebuild the summaries."""
     text = path.read_text()
     for session in run["sessions"]:
+        if "sse" in parts_of(session):
+            text = update_sse(text, session, run)
+        if "websocket" not in parts_of(session):
+            continue
         key = key_of(session)
         start, end = f"<!-- bench:{key}:start -->", f"<!-- bench:{key}:end -->"
         body = section(session, run)
@@ -369,6 +400,243 @@ def update_doc(run: dict, path: Path = DOC) -> None:
 
 
 def print_run(run: dict) -> None:
+    ws = [summary(s) for s in run["sessions"] if "websocket" in parts_of(s)]
+    sse = [sse_summary(s) for s in run["sessions"] if "sse" in parts_of(s)]
     print()
-    print(summary_table([summary(s) for s in run["sessions"]]))
-    print()
+    if ws:
+        print(summary_table(ws))
+        print()
+    if sse:
+        print(sse_summary_table(sse))
+        print()
+
+
+# --- Server-Sent Events ------------------------------------------------------------
+SSE_SCENARIOS = ("sse-idle", "sse-fanout", "sse-replay")
+SSE_KEYS = {"sse-idle": "sse_idle", "sse-fanout": "sse_fanout", "sse-replay": "sse_replay"}
+SSE_HEADINGS = {
+    "sse-idle": "**Idle streams (sse-idle)**",
+    "sse-fanout": "**One push to a channel every stream reads (sse-fanout)**",
+    "sse-replay": "**Replay on reconnect with `Last-Event-ID` (sse-replay)**",
+}
+SSE_DATA = re.compile(r"<!-- bench:sse-data (\{.*?\}) -->")
+SSE_SECTIONS_END = "<!-- bench:sse-sections:end -->"
+SSE_SUMMARY_START = "<!-- bench:sse-summary:start -->"
+SSE_SUMMARY_END = "<!-- bench:sse-summary:end -->"
+
+
+def sse_summary(session: dict) -> dict:
+    """The headline SSE numbers of one configuration (only the scenarios run)."""
+    out = {"server": session["server"], "backend": session["backend"]}
+    idle = session.get("sse_idle")
+    if idle:
+        top = idle["points"][-1] if idle["points"] else {}
+        out["sse-idle"] = {
+            "streams": top.get("streams"),
+            "held": idle.get("hold", {}).get("held"),
+            "per_s": [p["streams_per_s"] for p in idle["points"]],
+            "kib": [[p["streams"], p["kib_per_stream"]] for p in idle["points"]],
+        }
+    if "sse_fanout" in session:
+        _ladder_summary(out, "sse-fanout", _steps(session, "sse_fanout"))
+    replay = session.get("sse_replay")
+    if replay:
+        out["sse-replay"] = {
+            "messages": replay["messages"],
+            "runs": len(replay["runs"]),
+            "median_ms": replay["median_ms"],
+            "worst_ms": replay["worst_ms"],
+            "all_ok": replay["all_ok"],
+        }
+    out["date"] = session.get("date")
+    return out
+
+
+def sse_summary_table(summaries: list[dict]) -> str:
+    lines = [
+        "| server | backend | idle streams held | streams opened/s | KiB per idle stream | "
+        "channel fan-out: deliveries/s, p99 < 250 ms | replay: reconnect to last event, "
+        "median (worst) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for s in summaries:
+        idle = s.get("sse-idle")
+        if idle:
+            held = f"{_fmt(idle['held'])} of {_fmt(idle['streams'])}"
+            per_s = ", ".join(_fmt(x) for x in idle["per_s"])
+            kib = ", ".join(f"{_fmt(k)} ({_fmt(n)})" for n, k in idle["kib"])
+        else:
+            held = per_s = kib = "not run"
+        replay = s.get("sse-replay")
+        if replay:
+            rcell = (
+                f"{_fmt(replay['messages'])} events: **{_fmt(replay['median_ms'])} ms** "
+                f"({_fmt(replay['worst_ms'])} ms), {replay['runs']} runs"
+                + ("" if replay["all_ok"] else ", **some incomplete**")
+            )
+        else:
+            rcell = "not run"
+        lines.append(
+            f"| {s['server']} | {s['backend']} | {held} | {per_s} | {kib} | "
+            f"{_best_cell(s, 'sse-fanout')} | {rcell} |"
+        )
+    return "\n".join(lines)
+
+
+def sse_idle_table(idle: dict) -> str:
+    lines = [
+        f"Gateway RSS after warm-up: {idle['rss_baseline_kib'] / 1024:.1f} MiB "
+        f"(at start {idle['rss_start_kib'] / 1024:.1f} MiB; summed over the processes).",
+        "",
+        "| idle streams | open time s | streams/s | RSS MiB | KiB per stream | other CPU |",
+        "|---|---|---|---|---|---|",
+    ]
+    for p in idle["points"]:
+        lines.append(
+            f"| {_fmt(p['streams'])} | {p['connect_s']:.2f} | {_fmt(p['streams_per_s'])} | "
+            f"{p['rss_kib'] / 1024:.1f} | {_fmt(p['kib_per_stream'])} | "
+            f"{p.get('other_cpu', 0):.2f} |"
+        )
+    hold = idle.get("hold")
+    if hold:
+        cpu = " + ".join(f"{c:.0%}" for c in hold["server_cpu"])
+        lines += [
+            "",
+            f"Held for {hold['seconds']:.0f} s: {_fmt(hold['held'])} of "
+            f"{_fmt(hold['streams'])} streams still open (the gateway counted "
+            f"{_fmt(hold['counted'])}); "
+            + (
+                f"{_fmt(hold['heard_keep_alive'])} of them heard a keep-alive comment "
+                f"({_fmt(hold['keep_alives'])} in all; the last tick took "
+                f"{_fmt(hold.get('keep_alive_spread_ms'))} ms to reach them all)"
+                if "heard_keep_alive" in hold
+                else f"{_fmt(hold['keep_alives'])} keep-alive comments heard"
+            )
+            + f"; gateway CPU meanwhile {cpu}, other processes "
+            f"{hold.get('other_cpu', 0):.2f} cores.",
+        ]
+    closed = idle.get("close_all")
+    if closed:
+        lines += [
+            "",
+            f"Closing {closed['streams']:,} of them at once: the gateway counted "
+            f"{_fmt(closed['counted'])} streams again after {closed['settle_s']:.1f} s; "
+            f"its slowest `/health` answer meanwhile took {closed['slowest_health_s']:.1f} s"
+            + (
+                f" ({closed['health_timeouts']} timed out after 5 s)."
+                if closed["health_timeouts"]
+                else "."
+            ),
+        ]
+    return "\n".join(lines)
+
+
+def sse_replay_table(replay: dict) -> str:
+    lines = [
+        "| run | pushed | push time s | reconnect to welcome ms | reconnect to last event ms "
+        "| events/s | then live ms | gateway CPU ms | other CPU | check |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for n, r in enumerate(replay["runs"], 1):
+        check = "all in order, once" if r["ok"] else "; ".join(r["problems"])
+        lines.append(
+            f"| {n} | {_fmt(r['pushed'])} | {r['push_s']:.1f} | {_fmt(r['welcome_ms'])} | "
+            f"{_fmt(r['replay_ms'])} | {_fmt(r['events_per_s'])} | {_fmt(r['live_ms'])} | "
+            f"{' + '.join(_fmt(c) for c in r['server_cpu_ms'])} | "
+            f"{r.get('other_cpu', 0):.2f} | {check} |"
+        )
+    return "\n".join(lines)
+
+
+def sse_section(session: dict, run: dict) -> str:
+    title = BACKEND_TITLES.get(session["backend"], session["backend"])
+    parts = [
+        f"#### {session['server']}, {title}: SSE",
+        "",
+        f"<!-- bench:sse-data {orjson.dumps(sse_summary(session)).decode()} -->",
+        f"Run {run['date']} at commit {run.get('revision', 'unknown')} with "
+        f"`{run['command']}` on {run['machine_line']}.",
+    ]
+    if session.get("sse_error"):
+        parts += ["", f"**The run failed:** `{session['sse_error']}`"]
+    if session.get("sse_idle"):
+        parts += ["", SSE_HEADINGS["sse-idle"], "", sse_idle_table(session["sse_idle"])]
+    steps = _steps(session, "sse_fanout")
+    if steps:
+        parts += ["", SSE_HEADINGS["sse-fanout"], "", steps_table(steps)]
+        if session.get("sse_fanout_connect_s") is not None:
+            parts += [
+                "",
+                f"{run['clients']:,} streams opened (with `channel=`, up to their welcome) in "
+                f"{session['sse_fanout_connect_s']:.2f} s.",
+            ]
+    if session.get("sse_replay"):
+        replay = session["sse_replay"]
+        parts += [
+            "",
+            SSE_HEADINGS["sse-replay"],
+            "",
+            f"{_fmt(replay['messages'])} messages missed per run; median "
+            f"{_fmt(replay['median_ms'])} ms, worst {_fmt(replay['worst_ms'])} ms from "
+            "reconnecting to the last replayed event.",
+            "",
+            sse_replay_table(replay),
+        ]
+    parts += ["", *gateway_log(session, sse=True)]
+    return "\n".join(parts)
+
+
+def sse_merge(new: str, old: str, session: dict) -> str:
+    """Keep the SSE scenarios this run did not run from the section's earlier version."""
+    m = SSE_DATA.search(old)
+    if not m:
+        return new
+    old_data = orjson.loads(m.group(1))
+    kept = [n for n in SSE_SCENARIOS if SSE_KEYS[n] not in session and n in old_data]
+    if not kept:
+        return new
+    data = sse_summary(session)
+    for name in kept:
+        for key in (name, f"{name}_peak", f"{name}_first_fail", f"{name}_ceiling"):
+            if key in old_data:
+                data[key] = old_data[key]
+    data["kept_from"] = old_data.get("kept_from") or old_data.get("date")
+    new = SSE_DATA.sub(
+        lambda _: f"<!-- bench:sse-data {orjson.dumps(data).decode()} -->", new, count=1
+    )
+    blocks = [b for b in (_old_block(old, SSE_HEADINGS[name]) for name in kept) if b]
+    provenance = next((line for line in old.splitlines() if line.startswith(KEPT)), None) or next(
+        (line for line in old.splitlines() if line.startswith("Run ")), ""
+    )
+    if provenance.startswith("Run "):
+        provenance = f"{KEPT} ({', '.join(kept)}): {provenance}"
+    cut = new.find("\n\nGateway log")
+    if cut < 0:
+        cut = len(new)
+    return new[:cut] + "\n\n" + provenance + "".join("\n\n" + b for b in blocks) + new[cut:]
+
+
+def update_sse(text: str, session: dict, run: dict) -> str:
+    """Replace one configuration's SSE section and rebuild the SSE summary."""
+    key = f"sse-{key_of(session)}"
+    start, end = f"<!-- bench:{key}:start -->", f"<!-- bench:{key}:end -->"
+    body = sse_section(session, run)
+    if start in text and end in text:
+        old = text[text.index(start) + len(start) : text.index(end)]
+        body = sse_merge(body, old, session)
+        block = f"{start}\n{body}\n{end}"
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
+    elif SSE_SECTIONS_END in text:
+        text = text.replace(SSE_SECTIONS_END, f"{start}\n{body}\n{end}\n\n{SSE_SECTIONS_END}")
+    else:
+        raise ValueError(f"{SSE_SECTIONS_END} is missing from {DOC.name}")
+    found = [orjson.loads(m.group(1)) for m in SSE_DATA.finditer(text)]
+    order = {"daphne": 0, "uvicorn": 1}
+    found.sort(key=lambda s: (order.get(s["server"], 9), s["backend"] != "memory"))
+    if SSE_SUMMARY_START in text and SSE_SUMMARY_END in text:
+        text = (
+            text[: text.index(SSE_SUMMARY_START)]
+            + f"{SSE_SUMMARY_START}\n{sse_summary_table(found)}\n{SSE_SUMMARY_END}"
+            + text[text.index(SSE_SUMMARY_END) + len(SSE_SUMMARY_END) :]
+        )
+    return text

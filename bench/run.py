@@ -11,7 +11,15 @@ connects the WebSocket clients, and measures:
    with p99 under 250 ms and nothing lost;
 3. memory: gateway RSS per idle connection, and connections accepted per second;
 4. reply: `POST /api/v1/send` round trips answered by an echo bot (`ci_bot`),
-   closed loop with 1, 50 and 200 callers, then open loop at rising rates.
+   closed loop with 1, 50 and 200 callers, then open loop at rising rates;
+
+and over Server-Sent Events (`GET /events/`), on fresh gateway processes:
+
+5. sse-idle: 5,000 idle streams held; RSS per stream, streams opened per second;
+6. sse-fanout: pushes to one channel 1,000 streams read, at rising rates,
+   judged as fan-out is (p99 under 250 ms, every stream gets every message);
+7. sse-replay: 1,000 messages pushed to a user while away, replayed on
+   reconnect with `Last-Event-ID`; time to the last one.
 
 Prints a table, writes JSON to bench/results/ and (unless `--quick` or
 `--no-docs`) refreshes the results in docs/benchmarks.md.
@@ -39,20 +47,33 @@ from .scenarios import Plan, Session
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/11"
+WS_SCENARIOS = ("unicast", "batch", "fanout", "reply")
+SSE_SCENARIOS = ("sse-idle", "sse-fanout", "sse-replay")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
     p.add_argument("--backend", choices=["memory", "redis", "both"], default="both")
     p.add_argument("--server", choices=["daphne", "uvicorn", "both"], default="daphne")
-    p.add_argument("--clients", type=int, default=None, help="WebSocket clients (1000)")
+    p.add_argument(
+        "--clients",
+        type=int,
+        default=None,
+        help="WebSocket clients, and SSE streams for sse-fanout (1000)",
+    )
     p.add_argument(
         "--memory-max",
         type=int,
         default=None,
         help="top up to this many idle clients for the memory scenario (5000; 0: skip)",
     )
-    p.add_argument("--quick", action="store_true", help="a smoke run of under a minute")
+    p.add_argument(
+        "--sse-streams",
+        type=int,
+        default=None,
+        help="idle SSE streams held by sse-idle (5000; 300 with --quick)",
+    )
+    p.add_argument("--quick", action="store_true", help="a smoke run of a minute or two")
     p.add_argument("--step-seconds", type=float, default=None, help="length of a step (5)")
     p.add_argument(
         "--http-client",
@@ -69,8 +90,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--pool-size", type=int, default=None, help="HTTP connections per process")
     p.add_argument(
         "--scenarios",
-        default="unicast,batch,fanout,reply",
-        help="comma-separated subset of unicast,batch,fanout,reply (memory always runs)",
+        default=",".join(WS_SCENARIOS + SSE_SCENARIOS),
+        help="comma-separated subset of "
+        + ",".join(WS_SCENARIOS + SSE_SCENARIOS)
+        + " (the WebSocket memory scenario runs with any WebSocket one)",
     )
     p.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL))
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
@@ -89,6 +112,8 @@ def make_plan(args) -> Plan:
     plan = Plan.quick(clients) if args.quick else Plan(clients=clients)
     if args.memory_max is not None:
         plan.memory_max = args.memory_max
+    if args.sse_streams is not None:
+        plan.sse_streams = args.sse_streams
     if args.step_seconds:
         plan.step_seconds = args.step_seconds
     if args.pool_size:
@@ -144,8 +169,18 @@ def revision() -> str:
             text=True,
             check=True,
         ).stdout.strip()
+        # --no-optional-locks: do not refresh (write) the index while someone commits.
         changed = subprocess.run(
-            ["git", "status", "--porcelain", "--", ".", ":!bench", ":!docs/benchmarks.md"],
+            [
+                "git",
+                "--no-optional-locks",
+                "status",
+                "--porcelain",
+                "--",
+                ".",
+                ":!bench",
+                ":!docs/benchmarks.md",
+            ],
             cwd=root,
             capture_output=True,
             text=True,
@@ -193,6 +228,51 @@ async def drive(session: Session, scenarios: list[str]) -> None:
         await session.close()
 
 
+async def drive_sse(session: Session, scenarios: list[str]) -> None:
+    await session.open_pools()
+    try:
+        if "sse-idle" in scenarios:
+            session.log("  SSE idle streams: memory and connection rate")
+            await session.sse_idle()
+        if "sse-fanout" in scenarios:
+            session.log("  SSE channel fan-out")
+            await session.sse_fanout()
+        if "sse-replay" in scenarios:
+            session.log("  SSE replay with Last-Event-ID")
+            await session.sse_replay()
+    finally:
+        await session.close()
+
+
+def run_websocket(session: Session, plan: Plan, scenarios: list[str]) -> None:
+    # Memory first, on its own processes; the load scenarios then get
+    # fresh ones, so that nothing the crowd of idle clients left
+    # behind (or broke) weighs on them.
+    session.start("memory")
+    asyncio.run(drive_memory(session))
+    if plan.fresh_for_load:
+        session.stop_gateways()
+        session.start("load")
+    asyncio.run(drive(session, scenarios))
+
+
+def run_sse(session: Session, plan: Plan, scenarios: list[str]) -> None:
+    # Fresh processes again: sse-idle on its own (like the WebSocket memory
+    # scenario), then the fan-out and the replay.
+    loads = [s for s in scenarios if s != "sse-idle"]
+    if "sse-idle" in scenarios:
+        session.start("sse-idle")
+        if plan.fresh_for_load and loads:
+            asyncio.run(drive_sse(session, ["sse-idle"]))
+            session.stop_gateways()
+        else:
+            loads = scenarios
+    if loads:
+        if not session.gateways:
+            session.start("sse-load")
+        asyncio.run(drive_sse(session, loads))
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.render:
@@ -203,10 +283,18 @@ def main(argv=None) -> int:
         return 0
     plan = make_plan(args)
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    unknown = sorted(set(scenarios) - set(WS_SCENARIOS + SSE_SCENARIOS))
+    if unknown:
+        raise SystemExit(f"unknown scenarios: {', '.join(unknown)}")
+    ws_scenarios = [s for s in scenarios if s in WS_SCENARIOS]
+    sse_scenarios = [s for s in scenarios if s in SSE_SCENARIOS]
     backends = ["memory", "redis"] if args.backend == "both" else [args.backend]
     servers = ["daphne", "uvicorn"] if args.server == "both" else [args.server]
     write_docs = (not args.quick) if args.docs is None else args.docs
-    raise_file_limit(max(plan.clients, plan.memory_max) + 1000)
+    wanted = [plan.clients, plan.memory_max]
+    if "sse-idle" in sse_scenarios:
+        wanted.append(plan.sse_streams)
+    raise_file_limit(max(wanted) + 1000)
     gen_cpus, server_cpus = pinning(args.no_pin)
     if gen_cpus:
         os.sched_setaffinity(0, gen_cpus)
@@ -229,6 +317,7 @@ def main(argv=None) -> int:
         },
         "http_client": args.http_client,
         "clients": plan.clients,
+        "scenarios": scenarios,
         "plan": plan.__dict__,
         "loadavg_start": os.getloadavg(),
         "sessions": [],
@@ -254,19 +343,22 @@ def main(argv=None) -> int:
             )
             session.result["date"] = run["date"]
             session.keep_logs = RESULTS / stamp
+            parts = []
+            if ws_scenarios:
+                parts.append(("websocket", "error", run_websocket, ws_scenarios))
+            if sse_scenarios:
+                parts.append(("sse", "sse_error", run_sse, sse_scenarios))
+            session.result["parts"] = [name for name, *_ in parts]
             try:
-                # Memory first, on its own processes; the load scenarios then get
-                # fresh ones, so that nothing the crowd of idle clients left
-                # behind (or broke) weighs on them.
-                session.start("memory")
-                asyncio.run(drive_memory(session))
-                if plan.fresh_for_load:
-                    session.stop_gateways()
-                    session.start("load")
-                asyncio.run(drive(session, scenarios))
-            except Exception as exc:
-                traceback.print_exc()
-                session.result["error"] = f"{type(exc).__name__}: {exc}"[:500]
+                for _, error_key, run_part, part_scenarios in parts:
+                    try:
+                        run_part(session, plan, part_scenarios)
+                    except Exception as exc:
+                        traceback.print_exc()
+                        session.result[error_key] = f"{type(exc).__name__}: {exc}"[:500]
+                    finally:
+                        if session.gateways:
+                            session.stop_gateways()
             finally:
                 session.stop()
             if session.result.get("log_problems"):
@@ -285,7 +377,8 @@ def main(argv=None) -> int:
         report.update_doc(run)
         print(f"updated {report.DOC}")
     print(f"took {run['seconds']} s")
-    return 1 if any(s.get("error") for s in run["sessions"]) else 0
+    failed = any(s.get("error") or s.get("sse_error") for s in run["sessions"])
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The scenarios: idle memory, unicast pushes, batch pushes, channel fan-out.
+"""The scenarios: idle memory, unicast pushes, batch pushes, channel fan-out,
+send with reply; and (bench/sse_scenarios.py) the SSE ones.
 
 One `Session` is one backend on one ASGI server: it starts the gateway
 process(es), connects the clients, runs each scenario's ladder of open-loop
@@ -24,6 +25,7 @@ import orjson
 
 from . import gateway as gw
 from .httpclient import POOLS
+from .sse_scenarios import SSEScenarios
 from .sseclient import SSEPool
 from .stats import StepResult, ms, percentile
 from .wsclient import Sink, WSClient, connect, connect_many
@@ -76,6 +78,13 @@ class Plan:
     quiet_cpu: float = 0.25
     noisy_cpu: float = 0.3
     max_noisy_retries: int = 2  # per ladder, to keep a run bounded
+    # Server-Sent Events (`GET /events/`). sse-fanout uses `clients` streams
+    # and the fan-out rates and bound.
+    sse_streams: int = 5000  # idle streams held (sse-idle)
+    sse_hold_s: float = 17.0  # hold them past one keep-alive tick (15 s)
+    sse_channel: str = "bench-sse"
+    replay_messages: int = 1000  # missed while away, replayed on reconnect
+    replay_repeats: int = 5
 
     @classmethod
     def quick(cls, clients: int) -> "Plan":
@@ -91,6 +100,10 @@ class Plan:
             reply_callers=[1, 20],
             reply_rates=[25, 50],
             drain_s=1.0,
+            sse_streams=300,
+            sse_hold_s=1.0,
+            replay_messages=200,
+            replay_repeats=2,
             quiet_wait_s=0.0,
             noisy_cpu=float("inf"),
         )
@@ -161,7 +174,7 @@ class EchoBot(Sink):
         self.closed = True
 
 
-class Session:
+class Session(SSEScenarios):
     """One backend on one ASGI server, from start to stop."""
 
     def __init__(
@@ -242,6 +255,8 @@ class Session:
 
     def stop_gateways(self) -> None:
         """Stop the gateway processes; keep their logs and what they complained of."""
+        if not self.gateways:
+            return
         phase = getattr(self, "phase", "load")
         problems = []
         for n, g in enumerate(self.gateways):
@@ -271,9 +286,11 @@ class Session:
             self.result.setdefault("redis_keys_cleared", {})[phase] = cleared
 
     def stop(self) -> None:
+        from .sseclient import RETRIES as SSE_RETRIES
         from .wsclient import RETRIES
 
         self.result["handshake_retries"] = dict(RETRIES)
+        self.result["sse_open_retries"] = dict(SSE_RETRIES)
         self.result["http_resent"] = self.http_resent
         self.stop_gateways()
         shutil.rmtree(self.work, ignore_errors=True)
@@ -281,11 +298,12 @@ class Session:
     def rss(self) -> int:
         return sum(gw.rss_kib(g.pid) for g in self.gateways)
 
-    def health_connections(self) -> int:
-        return sum(self.health_each())
+    def health_connections(self, key: str = "connections") -> int:
+        return sum(self.health_each(key))
 
-    def health_each(self) -> list[int]:
-        return [g.health()["connections"] for g in self.gateways]
+    def health_each(self, key: str = "connections") -> list[int]:
+        """Per process, what /health counts: `connections` (all), `websocket` or `sse`."""
+        return [g.health()[key] for g in self.gateways]
 
     def specs(self, first: int, last: int, name: str = "bench") -> list[tuple]:
         """Clients first..last-1, alternating between the gateway processes."""
@@ -339,8 +357,11 @@ class Session:
             c.close()
         await self._settle(0)
 
-    async def _settle(self, connections: int, timeout: float = 60) -> dict:
-        """Wait until the gateway counts `connections` live sockets, then a second more.
+    async def _settle(
+        self, connections: int, timeout: float = 60, key: str = "connections"
+    ) -> dict:
+        """Wait until the gateway counts `connections` live sockets (of the
+        /health count `key`), then a second more.
 
         Returns how long that took and the slowest /health answer meanwhile
         (a gateway busy with a crowd of disconnections answers late).
@@ -351,7 +372,7 @@ class Session:
         while time.monotonic() < deadline:
             asked = time.monotonic()
             try:
-                seen = await asyncio.to_thread(self.health_connections)
+                seen = await asyncio.to_thread(self.health_connections, key)
             except OSError:  # timeouts included
                 timeouts += 1
                 seen = None
@@ -360,9 +381,9 @@ class Session:
                 break
             await asyncio.sleep(0.2)
         else:
-            each = await asyncio.to_thread(self.health_each)
+            each = await asyncio.to_thread(self.health_each, key)
             self.log(
-                f"  ! after {timeout:.0f} s the gateway counts {seen} connections, "
+                f"  ! after {timeout:.0f} s the gateway counts {seen} {key}, "
                 f"not {connections} (per process: {each})"
             )
         took = time.monotonic() - started
@@ -481,6 +502,8 @@ class Session:
             st["promised"] += receipt["delivered"]
             for seq in range(first, first + count):
                 st["accepted_seq"][seq] = 1
+            if count == 1:
+                st["ids"][first] = receipt.get("id")
         else:
             key = str(status)
             st["errors"][key] = st["errors"].get(key, 0) + 1
@@ -512,6 +535,7 @@ class Session:
             "errors": {},
             "error_samples": [],
             "accepted_seq": bytearray(seqs),
+            "ids": [None] * seqs,  # the message id each receipt gave
         }
         for pool in self.pools:
             pool.lag.clear()
@@ -588,12 +612,16 @@ class Session:
         result.promised = st["promised"]
         each = expected_each
         lost = dup = 0
-        for seq, n in enumerate(rec.counts):
-            if st["accepted_seq"][seq]:
-                if n < each:
-                    lost += each - n
-                elif n > each:
-                    dup += n - each
+        if hasattr(rec, "tally"):
+            # Per stream (SSE): every subscriber must have every message once.
+            lost, dup, result.id_errors = rec.tally(st["accepted_seq"], each, st["ids"])
+        else:
+            for seq, n in enumerate(rec.counts):
+                if st["accepted_seq"][seq]:
+                    if n < each:
+                        lost += each - n
+                    elif n > each:
+                        dup += n - each
         result.lost = lost
         result.duplicates = dup
         result.misrouted = rec.misrouted
@@ -1035,10 +1063,12 @@ def describe(s: StepResult) -> str:
         extra.append(f"{s.duplicates} duplicates")
     if s.misrouted:
         extra.append(f"{s.misrouted} misrouted")
+    if s.id_errors:
+        extra.append(f"{s.id_errors} id errors")
     cpu = "+".join(f"{c:.0%}" for c in s.server_cpu)
     redis = f" redis {s.redis_cpu:.0%}" if s.redis_cpu is not None else ""
     return (
-        f"{verdict} {s.scenario:7} {s.rate:>6g}/s -> {s.offered_deliveries_per_s:>7.0f} deliv/s "
+        f"{verdict} {s.scenario:10} {s.rate:>6g}/s -> {s.offered_deliveries_per_s:>7.0f} deliv/s "
         f"got {s.achieved_deliveries_per_s:>8.0f}/s lost {s.lost:<5} "
         f"p50 {s.p50_ms} p99 {s.p99_ms} max {s.max_ms} ms | "
         f"gen cpu {s.generator_cpu:.0%} lag99 {s.generator_lag_p99_ms} ms | "

@@ -20,7 +20,7 @@ def ms(seconds: float | None) -> float | None:
 class StepResult:
     """One step of an open-loop ladder: what was offered and what came back."""
 
-    scenario: str  # unicast | batch | fanout
+    scenario: str  # unicast | batch | fanout | reply | sse-fanout
     rate: float  # requests scheduled per second
     offered_deliveries_per_s: float
     duration_s: float
@@ -33,6 +33,9 @@ class StepResult:
     lost: int = 0
     duplicates: int = 0
     misrouted: int = 0
+    # SSE: deliveries whose ids were wrong (differing from the receipt's or
+    # between streams, out of order, or not the resume position of the `id:` line).
+    id_errors: int = 0
     stale: int = 0  # frames of an earlier step heard during this one
     clients_closed: int = 0  # closed by the gateway during the step
     clients_down: int = 0  # not connected at the end of the step (closed at any time)
@@ -63,6 +66,7 @@ class StepResult:
             and self.clients_closed == 0
             and self.clients_down == 0
             and self.misrouted == 0
+            and self.id_errors == 0
             and self.received > 0
             and self.p99_ms is not None
             and self.p99_ms < self.limit_ms
