@@ -76,6 +76,16 @@ def correlation_key(correlation_id: str) -> str:
     return redis_key("corr", correlation_id)
 
 
+def members_key(channel: str) -> str:
+    """Hash of connection id -> principal: who is subscribed to a channel."""
+    return redis_key("mem", channel)
+
+
+def member_users_key(channel: str) -> str:
+    """Hash of principal -> its connections subscribed to a channel."""
+    return redis_key("memu", channel)
+
+
 def records_key(process: str) -> str:
     """Hash of connection id -> the connection's record, one per process."""
     return redis_key("conns", process)

@@ -18,9 +18,16 @@ from django.conf import settings
 from accounts.identity import Principal
 from accounts.models import PublicAccount
 
-from . import addressing, envelope, metrics
+from . import addressing, envelope, heartbeats, metrics, presence
 from .backends import get_backend
-from .errors import DuplicateConnection, Replaced, TooManyConnections, Validation
+from .errors import (
+    DuplicateConnection,
+    Replaced,
+    ServerShutdown,
+    TooManyConnections,
+    TooManyUserConnections,
+    Validation,
+)
 from .history import parse_id
 from .hub import LocalSocket
 from .instance import INSTANCE_ID
@@ -83,9 +90,16 @@ class Connection:
         self.transport = transport
         self.channels: set[str] = set()
         self.sock = sock
+        sock.owner = self.id
         self.backend = get_backend()
         self.opened = False
         self.connected_at = time.time()
+        # When the client last sent a frame; the registry learns it once per
+        # heartbeat tick (bridge.heartbeats), never once per frame.
+        self.last_seen = self.connected_at
+        # Set by the transport: `await end(error)` tells the client why, then
+        # closes (heartbeat timeout, shutdown).
+        self.end = None
 
     def record(self) -> dict:
         """What the registry shows of this connection, on every process."""
@@ -98,6 +112,9 @@ class Connection:
             "instance": INSTANCE_ID,
             "channels": sorted(self.channels),
             "connected_at": self.connected_at,
+            "last_seen": self.last_seen,
+            # Internal: how `DELETE connections/{id}` reaches it (never shown).
+            "channel_name": self.channel_name,
         }
 
     @property
@@ -121,6 +138,9 @@ class Connection:
         self._check_subscriptions(len(channels))
         if self.backend.hub.counts[self.transport] >= max_connections(self.transport):
             raise TooManyConnections()
+        if heartbeats.draining():
+            raise ServerShutdown()
+        await self._check_user_connections(user)
         if settings.WS_DUPLICATE_POLICY != "allow" and self.transport == "websocket":
             existing = await self.backend.user_connections(user, transport="websocket")
             if existing and settings.WS_DUPLICATE_POLICY == "reject":
@@ -134,6 +154,7 @@ class Connection:
         self.backend.hub.add(self.sock)
         self.backend.hub.counts[self.transport] += 1
         self.opened = True
+        heartbeats.watch(self)
         metrics.CONNECTIONS.labels(self.transport).inc()
         self.channels.update(channels)
         await self.backend.attach(self.sock, streams)
@@ -167,6 +188,8 @@ class Connection:
             )
         )
         self._replay(replays)
+        for channel in channels:
+            await self._join(channel)
 
     async def _start_positions(self, streams, after, pending) -> None:
         """Where a client that resumes with this connection's position should
@@ -197,6 +220,17 @@ class Connection:
             covered[stream] = key
         self.sock.release(covered)
 
+    async def _check_user_connections(self, user: str | None) -> None:
+        # Counted across processes; connections opening at the same instant
+        # may overshoot by a few (docs/decisions.md).
+        if user is None or self.principal.is_anonymous:
+            return
+        live = await self.backend.user_connections(user)
+        if len(live) >= settings.MAX_CONNECTIONS_PER_USER:
+            raise TooManyUserConnections(
+                f"At most {settings.MAX_CONNECTIONS_PER_USER} live connections per user."
+            )
+
     def _check_subscriptions(self, count: int) -> None:
         if count > settings.MAX_SUBSCRIPTIONS:
             raise Validation(
@@ -223,6 +257,7 @@ class Connection:
             raise
         self._replay({stream: missed})
         await self.backend.update(connection_id=self.id, record=self.record())
+        await self._join(channel)
         return len(missed)
 
     async def aunsubscribe(self, *, channel: str) -> None:
@@ -231,6 +266,16 @@ class Connection:
         self.channels.discard(channel)
         await self.backend.detach(self.sock, [addressing.channel_stream(channel)])
         await self.backend.update(connection_id=self.id, record=self.record())
+        if not self.principal.is_anonymous:
+            await presence.aleave(
+                self.backend, channel=channel, connection_id=self.id, user=self.principal.user
+            )
+
+    async def _join(self, channel: str) -> None:
+        if not self.principal.is_anonymous:
+            await presence.ajoin(
+                self.backend, channel=channel, connection_id=self.id, user=self.principal.user
+            )
 
     def send_frame(self, frame: dict) -> None:
         """Queue a control frame behind whatever this socket is already sending."""
@@ -242,12 +287,17 @@ class Connection:
         if not self.opened:
             return
         self.opened = False
+        heartbeats.unwatch(self)
         self.sock.closed = True
         metrics.CONNECTIONS.labels(self.transport).dec()
         self.backend.hub.counts[self.transport] -= 1
         self.backend.forget(self.sock)
         user = None if self.principal.is_anonymous else self.principal.user
         _in_background(self.backend.unregister(user=user, connection_id=self.id))
+        for channel in self.channels if user is not None else ():
+            _in_background(
+                presence.aleave(self.backend, channel=channel, connection_id=self.id, user=user)
+            )
         if self.principal.is_account:
             _in_background(sync_to_async(PublicAccount.touch)(self.principal.user))
 
@@ -272,6 +322,11 @@ def _heartbeat_interval(transport: str) -> int:
 
 
 _background: set[asyncio.Task] = set()
+
+
+def background_tasks() -> list[asyncio.Task]:
+    """The unregistrations still running (a shutdown waits for them)."""
+    return list(_background)
 
 
 def _in_background(coro) -> None:

@@ -15,12 +15,13 @@ from django.conf import settings
 
 from accounts import identity
 
-from . import envelope, metrics, protocol, replies, services
+from . import dialects, envelope, metrics, presence, protocol, replies, services
 from .connections import Connection, parse_since
 from .errors import (
     BridgeError,
     Forbidden,
     NotAuthenticated,
+    RateLimited,
     SlowConsumer,
     TooLarge,
     Unavailable,
@@ -36,6 +37,9 @@ FINAL_FRAME_WAIT = 5  # seconds a stalled client has to take its closing error f
 
 class GatewayConsumer(AsyncWebsocketConsumer):
     conn: Connection | None = None
+    # Token bucket of client frames (WEBSOCKET_RATE_LIMIT, WEBSOCKET_RATE_BURST).
+    _tokens = 0.0
+    _refilled = 0.0
 
     async def __call__(self, scope, receive, send):
         try:
@@ -74,6 +78,8 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         conn = Connection(
             principal=principal, channel_name=self.channel_name, sock=sock, transport="websocket"
         )
+        conn.end = self._refuse
+        self._tokens, self._refilled = float(settings.WEBSOCKET_RATE_BURST), time.monotonic()
         bad_since = None
         try:
             since = parse_since(identity.query_params(self.scope).get("since"))
@@ -121,10 +127,23 @@ class GatewayConsumer(AsyncWebsocketConsumer):
     async def receive(self, text_data=None, bytes_data=None):
         metrics.FRAMES_IN.inc()
         conn = self.conn
-        if conn is None:
-            return
+        if conn is None or not conn.opened:
+            return  # refused or closing: what follows its close is not read
         request = None
         try:
+            now = time.monotonic()
+            conn.last_seen = time.time()
+            tokens = min(
+                settings.WEBSOCKET_RATE_BURST,
+                self._tokens + (now - self._refilled) * settings.WEBSOCKET_RATE_LIMIT,
+            )
+            self._refilled = now
+            if tokens < 1:
+                raise RateLimited(
+                    f"At most {settings.WEBSOCKET_RATE_LIMIT:g} frames per second "
+                    f"(bursts of {settings.WEBSOCKET_RATE_BURST})."
+                )
+            self._tokens = tokens - 1
             if text_data is None:
                 if len(bytes_data) > settings.WEBSOCKET_MAX_FRAME_BYTES:
                     raise TooLarge(_too_large_message())
@@ -132,6 +151,8 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             if _utf8_size_over(text_data, settings.WEBSOCKET_MAX_FRAME_BYTES):
                 raise TooLarge(_too_large_message())
             request = protocol.parse(text_data)
+            if request.dialect == "seed004" and conn.sock.transform is None:
+                conn.sock.transform = dialects.seed004
             await HANDLERS[request.action](self, conn, request)
         except BridgeError as exc:
             if exc.request_id is None and request is not None:
@@ -175,6 +196,18 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         receipt = await services.asend(sender=_sender(conn), **request.fields)
         _ack(conn, request, receipt)
 
+    async def _typing(self, conn: Connection, request):
+        await presence.atyping(
+            conn.backend,
+            connection_id=conn.id,
+            user=conn.principal.user,
+            **request.fields,
+        )
+
+    async def _presence(self, conn: Connection, request):
+        state = await presence.astate(conn.backend, channel=request.fields["channel"])
+        conn.send_frame(_reply(request, state))
+
     async def _response(self, conn: Connection, request):
         await replies.areply(sender=_sender(conn), **request.fields)
         if request.request_id is not None:
@@ -197,6 +230,8 @@ HANDLERS = {
     "publish": GatewayConsumer._publish,
     "send": GatewayConsumer._send,
     "response": GatewayConsumer._response,
+    "typing": GatewayConsumer._typing,
+    "presence": GatewayConsumer._presence,
 }
 
 

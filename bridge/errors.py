@@ -127,3 +127,38 @@ class TooManyConnections(BridgeError):
     http_status = 503
     close_code = 1013
     default_message = "This server holds as many connections as it may; try again later."
+
+
+class TooManyUserConnections(BridgeError):
+    code = "too_many_connections"
+    http_status = 429
+    close_code = 4429
+    default_message = "This user has as many live connections as allowed; close one first."
+
+
+class RateLimited(BridgeError):
+    code = "rate_limited"
+    http_status = 429
+    close_code = 4429
+    default_message = "Too many frames: slow down and reconnect."
+
+
+class HeartbeatTimeout(BridgeError):
+    code = "heartbeat_timeout"
+    http_status = 408
+    close_code = 4408
+    default_message = "No frame answered the server's pings: reconnect with `since`."
+
+
+class ServerShutdown(BridgeError):
+    code = "server_shutdown"
+    http_status = 503
+    close_code = 1001
+    default_message = "This server is shutting down: reconnect (with `since`) to another."
+
+
+class ClosedByAdmin(BridgeError):
+    code = "closed_by_admin"
+    http_status = 409
+    close_code = 4000
+    default_message = "An operator closed this connection."

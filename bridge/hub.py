@@ -32,8 +32,10 @@ class LocalSocket:
         "closed",
         "max_backlog",
         "on_overflow",
+        "owner",
         "positions",
         "streams",
+        "transform",
     )
 
     def __init__(self, send: Send, *, max_backlog: int, on_overflow: Callable[[], None]):
@@ -52,6 +54,11 @@ class LocalSocket:
         # Stream -> key of the last message written, for transports whose
         # clients resume from a position in every stream (SSE); None elsewhere.
         self.positions: dict[str, tuple[int, int]] | None = None
+        # The connection id this socket belongs to (frames may exclude it).
+        self.owner: str | None = None
+        # Rewrites each outgoing text frame for a client that speaks another
+        # dialect (seed 004); returns None to drop the frame.
+        self.transform: Callable[[dict], dict | None] | None = None
 
     # -- replay ordering -------------------------------------------------------
     def hold(self) -> None:
@@ -89,6 +96,10 @@ class LocalSocket:
         bounded by the history, and the bound is for live frames."""
         if self.closed:
             return
+        if self.transform is not None and message["type"] == "websocket.send":
+            message = self.transform(message)
+            if message is None:
+                return
         if self._backlog is not None:
             if not replayed and len(self._backlog) - self._replayed >= self.max_backlog:
                 # What is queued is dropped: the client resumes after the
@@ -196,15 +207,30 @@ class Hub:
         del self.listeners[stream]
         return True
 
-    def deliver(self, stream: str, message_id: str | None, frame: str) -> int:
-        """Write one encoded frame to every local listener of `stream`
-        (a live-only frame, such as a correlated reply, has no id)."""
+    def deliver(
+        self,
+        stream: str,
+        message_id: str | None,
+        frame: str,
+        exclude: str | None = None,
+        crowd: int | None = None,
+    ) -> int:
+        """Write one encoded frame to every local listener of `stream` but the
+        connection `exclude` (a live-only frame, such as a reply, has no id).
+
+        A frame with a `crowd` limit is dropped where the stream has more local
+        listeners than that: the stream has at least as many everywhere, so a
+        presence event that was sent while a channel was small does not reach
+        the crowd that subscribed while it travelled."""
         group = self.listeners.get(stream)
-        if not group:
+        if not group or (crowd is not None and len(group) > crowd):
             return 0
         key = parse_id(message_id) if message_id is not None else None
         message = {"type": "websocket.send", "text": frame}
+        count = 0
         for sock in tuple(group):
-            sock.offer(stream, key, message)
-        metrics.DELIVERIES.inc(len(group))
-        return len(group)
+            if exclude is None or sock.owner != exclude:
+                sock.offer(stream, key, message)
+                count += 1
+        metrics.DELIVERIES.inc(count)
+        return count

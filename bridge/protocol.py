@@ -16,8 +16,24 @@ ALIASES = {
     "send_to_channel": "publish",
     "chat_message": "publish",
     "send_to_user": "send",
+    "join_room": "subscribe",
+    "leave_room": "unsubscribe",
 }
-ACTIONS = {"ping", "pong", "subscribe", "unsubscribe", "publish", "send", "response"}
+ACTIONS = {
+    "ping",
+    "pong",
+    "subscribe",
+    "unsubscribe",
+    "publish",
+    "send",
+    "response",
+    "typing",
+    "presence",
+}
+# Seed 004's frame kinds: a client that sends one in seed 004's shape
+# (`{"type": …, "data": {"room": …}}`) is answered in seed 004's frames
+# (bridge/dialects.py).
+SEED004 = {"join_room", "leave_room", "chat_message", "typing"}
 EVENT_TYPE_MAX = 100
 CORRELATION_MAX = 200
 
@@ -27,6 +43,7 @@ class Request:
     action: str
     request_id: object
     fields: dict
+    dialect: str | None = None  # "seed004" for a frame in seed 004's shape
 
 
 def parse(text: str) -> Request:
@@ -50,16 +67,46 @@ def parse(text: str) -> Request:
         )
         err.request_id = request_id
         raise err
+    dialect = "seed004" if name in SEED004 and _in_a_room(frame) else None
     try:
-        fields = VALIDATORS[action](frame)
+        fields = VALIDATORS[action](_lifted(action, frame))
     except Validation as err:
         err.request_id = request_id
         raise
-    return Request(action, request_id, fields)
+    return Request(action, request_id, fields, dialect)
+
+
+def _in_a_room(frame: dict) -> bool:
+    data = frame.get("data")
+    return "action" not in frame and isinstance(data, dict) and "room" in data
+
+
+def _lifted(action: str, frame: dict) -> dict:
+    """Seeds 002 and 004 carry the fields in `data` (`{"action": "subscribe",
+    "data": {"channel": …}}`, `{"type": "chat_message", "data": {"room": …,
+    "content": …}}`): bring the address up, and leave the rest as the data."""
+    data = frame.get("data")
+    if not isinstance(data, dict):
+        return frame
+    lifted = dict(frame)
+    rest = dict(data)
+    if action == "send":
+        if "to" not in frame and "user_id" not in frame and "user_id" in rest:
+            lifted["to"] = rest.pop("user_id")
+    elif "channel" not in frame and "room" not in frame:
+        for key in ("channel", "room"):
+            if key in rest:
+                lifted["channel"] = rest.pop(key)
+                break
+        if action == "typing" and "is_typing" not in frame and "is_typing" in rest:
+            lifted["is_typing"] = rest.pop("is_typing")
+    if len(rest) != len(data):
+        lifted["data"] = rest
+    return lifted
 
 
 def _channel(frame: dict) -> str:
-    channel = frame.get("channel")
+    channel = frame.get("channel", frame.get("room"))
     if not addressing.is_valid_channel(channel):
         raise Validation(
             "`channel` must match [A-Za-z0-9_.:=@-]{1,100}.", fields={"channel": ["invalid"]}
@@ -137,7 +184,20 @@ def _response(frame: dict) -> dict:
     return {"correlation_id": correlation_id, "data": data, "is_final": is_final}
 
 
+def _typing(frame: dict) -> dict:
+    is_typing = frame.get("is_typing", True)
+    if not isinstance(is_typing, bool):
+        raise Validation("`is_typing` must be true or false.", fields={"is_typing": ["invalid"]})
+    return {"channel": _channel(frame), "is_typing": is_typing}
+
+
+def _presence(frame: dict) -> dict:
+    return {"channel": _channel(frame)}
+
+
 VALIDATORS = {
+    "typing": _typing,
+    "presence": _presence,
     "ping": _nothing,
     "pong": _nothing,
     "subscribe": _subscribe,

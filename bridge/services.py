@@ -255,3 +255,20 @@ async def asend_with_reply(
     else:
         receipt = receipts[0]
     return Conversation(correlation_id, receipt, user_id, queue, timeout)
+
+
+async def apublish_live(*, channel: str, data, sender: dict | None = None) -> Receipt:
+    """A message to the subscribers connected to a channel now, and only to
+    them: it does not enter the channel's history, so it is never replayed
+    and has no id (`"id": null`); `delivered` counts the subscribers that
+    the registry shows across the gateway."""
+    # Imported here so that this addition leaves the module's head untouched.
+    from . import addressing, registry
+    from .backends import get_backend
+
+    tail = envelope.encode_tail(event_type="message", data=data, channel=channel, sender=sender)
+    # `tail` follows an id string (`…","event_type":…}`); a live frame has none.
+    text = '{"type":"message","id":null,' + tail[2:]
+    subscribers = len(await registry.aconnections(channel=channel))
+    await get_backend().publish_live(addressing.channel_stream(channel), text)
+    return Receipt(None, subscribers, subscribers > 0, False)

@@ -216,6 +216,7 @@ class EventStreamConsumer(AsyncConsumer):
         conn = Connection(
             principal=principal, channel_name=self.channel_name, sock=sock, transport="sse"
         )
+        conn.end = self._end
         after = _resume_positions(request, conn.personal_stream)
         try:
             await conn.aopen(after=after, channels=channels)

@@ -14,14 +14,24 @@ bound, and the gateway's per-connection send queue (1013 / slow_consumer)
 never fills. Here a send returns at once while the connection's outgoing
 buffer is small, and waits for it to drain once it passes HIGH_WATER.
 
+On SIGTERM Daphne cancels every application without a close frame or its
+`disconnect()`. Here, first, every connection of the process is ended the
+gateway's way (`server_shutdown`, then 1001 on a WebSocket; an `error` event
+on a stream) and unregistered, within SHUTDOWN_GRACE seconds; then Daphne
+cancels what is left and stops.
+
 Everything else is Daphne's own CLI.
 """
 
 import asyncio
+import logging
 
 from daphne.cli import CommandLineInterface
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
+from twisted.internet import defer
+
+log = logging.getLogger(__name__)
 
 # Bytes queued in Twisted for one connection before a send waits, and the
 # level it waits for. A frame in flight never waits.
@@ -80,7 +90,27 @@ async def handle_reply(self, protocol, message):
         delay = min(delay * 2, DRAIN_POLL[1])
 
 
+_kill_all_applications = Server.kill_all_applications
+
+
+def kill_all_applications(self):
+    """Daphne's 'before shutdown' trigger: close every connection cleanly
+    first (bounded by SHUTDOWN_GRACE), then cancel the applications."""
+    from bridge import heartbeats  # Django is set up by now
+
+    async def close_all():
+        try:
+            await heartbeats.ashutdown()
+        except Exception:
+            log.exception("closing connections on shutdown failed")
+
+    closing = defer.Deferred.fromFuture(asyncio.ensure_future(close_all()))
+    closing.addCallback(lambda _: _kill_all_applications(self))
+    return closing
+
+
 WebSocketProtocol.serverClose = server_close
+Server.kill_all_applications = kill_all_applications
 WebSocketFactory.__init__ = factory_init
 Server.handle_reply = handle_reply
 

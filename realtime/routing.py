@@ -3,8 +3,12 @@ from django.urls import re_path
 from bridge.consumers import GatewayConsumer
 from bridge.sse import EventStreamConsumer
 
+gateway = GatewayConsumer.as_asgi()
 websocket_urlpatterns = [
-    re_path(r"^ws/?$", GatewayConsumer.as_asgi()),
+    re_path(r"^ws/?$", gateway),
+    # Seed 002's and seed 004's WebSocket paths.
+    re_path(r"^ws/connect/?$", gateway),
+    re_path(r"^api/v1/ws(/v2)?/?$", gateway),
 ]
 
 # Event streams are Channels HTTP consumers; every other path goes to Django.

@@ -138,8 +138,24 @@ BATCH_MAX = env.int("BATCH_MAX", default=1000)
 MAX_BODY_BYTES = env.int("MAX_BODY_BYTES", default=1024 * 1024)
 WEBSOCKET_MAX_FRAME_BYTES = env.int("WEBSOCKET_MAX_FRAME_BYTES", default=1024 * 1024)
 WEBSOCKET_HEARTBEAT_INTERVAL = env.int("WEBSOCKET_HEARTBEAT_INTERVAL", default=30)
+# A WebSocket that answers none of this many consecutive server pings (no
+# frame at all in between) is closed with 4408 (heartbeat_timeout).
+WEBSOCKET_MAX_MISSED_PONGS = env.int("WEBSOCKET_MAX_MISSED_PONGS", default=3)
+# Client frames per second each WebSocket may send, with bursts of up to
+# WEBSOCKET_RATE_BURST; past it: rate_limited, closed with 4429.
+WEBSOCKET_RATE_LIMIT = env.float("WEBSOCKET_RATE_LIMIT", default=100.0)
+WEBSOCKET_RATE_BURST = env.int("WEBSOCKET_RATE_BURST", default=200)
+# Live connections (WebSocket and SSE) of one principal across the gateway;
+# past it a new one is refused (4429 / HTTP 429, too_many_connections).
+MAX_CONNECTIONS_PER_USER = env.int("MAX_CONNECTIONS_PER_USER", default=100)
+# Seconds a process stopping on SIGTERM gives its clients to take their close.
+SHUTDOWN_GRACE = env.float("SHUTDOWN_GRACE", default=2.0)
 WS_DUPLICATE_POLICY = env.str("WS_DUPLICATE_POLICY", default="allow")
 MAX_SUBSCRIPTIONS = env.int("MAX_SUBSCRIPTIONS", default=128)
+# Presence join and leave events go out while a channel has at most this many
+# members (a crowd of N joining costs N frames, not N squared); the presence
+# query answers at any size.
+PRESENCE_MAX_MEMBERS = env.int("PRESENCE_MAX_MEMBERS", default=100)
 # Connections one process accepts, per transport; past them a WebSocket is
 # closed with 1013 and an event stream answered 503 (try again later).
 WEBSOCKET_MAX_CONNECTIONS = env.int("WEBSOCKET_MAX_CONNECTIONS", default=10000)
@@ -168,6 +184,7 @@ for _name, _value in {
     "WEBSOCKET_MAX_FRAME_BYTES": WEBSOCKET_MAX_FRAME_BYTES,
     "WEBSOCKET_SEND_QUEUE": WEBSOCKET_SEND_QUEUE,
     "MAX_SUBSCRIPTIONS": MAX_SUBSCRIPTIONS,
+    "PRESENCE_MAX_MEMBERS": PRESENCE_MAX_MEMBERS,
     "SEND_TIMEOUT_DEFAULT": SEND_TIMEOUT_DEFAULT,
     "SEND_TIMEOUT_MAX": SEND_TIMEOUT_MAX,
     "SSE_HEARTBEAT_INTERVAL": SSE_HEARTBEAT_INTERVAL,
@@ -175,9 +192,17 @@ for _name, _value in {
     "SSE_SEND_QUEUE": SSE_SEND_QUEUE,
     "WEBSOCKET_MAX_CONNECTIONS": WEBSOCKET_MAX_CONNECTIONS,
     "SSE_MAX_CONNECTIONS": SSE_MAX_CONNECTIONS,
+    "WEBSOCKET_HEARTBEAT_INTERVAL": WEBSOCKET_HEARTBEAT_INTERVAL,
+    "WEBSOCKET_MAX_MISSED_PONGS": WEBSOCKET_MAX_MISSED_PONGS,
+    "WEBSOCKET_RATE_BURST": WEBSOCKET_RATE_BURST,
+    "MAX_CONNECTIONS_PER_USER": MAX_CONNECTIONS_PER_USER,
 }.items():
     if _value < 1:
         raise ImproperlyConfigured(f"{_name} must be at least 1, got {_value}.")
+if WEBSOCKET_RATE_LIMIT <= 0:
+    raise ImproperlyConfigured(f"WEBSOCKET_RATE_LIMIT must be above 0, got {WEBSOCKET_RATE_LIMIT}.")
+if SHUTDOWN_GRACE < 0:
+    raise ImproperlyConfigured(f"SHUTDOWN_GRACE must not be negative, got {SHUTDOWN_GRACE}.")
 if WS_DUPLICATE_POLICY not in {"allow", "reject", "replace"}:
     raise ImproperlyConfigured(
         f"WS_DUPLICATE_POLICY must be allow, reject or replace, got {WS_DUPLICATE_POLICY!r}."

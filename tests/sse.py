@@ -145,11 +145,15 @@ class EventStream:
         return event
 
     async def messages(self, count: int, timeout: float = WAIT) -> list[dict]:
-        """The envelopes of the next `count` events (whatever their event name)."""
+        """The envelopes of the next `count` message events (whatever their event
+        name), passing over the presence events of others joining and leaving."""
         found = []
-        for _ in range(count):
+        while len(found) < count:
             event = await self.next(timeout)
-            assert isinstance(event.data, dict) and event.data["type"] == "message", event
+            assert isinstance(event.data, dict), event
+            if event.data["type"] == "presence":
+                continue
+            assert event.data["type"] == "message", event
             found.append(event.data)
         return found
 

@@ -225,3 +225,185 @@ class SendIn(StrictSerializer):
             "ts": attrs.get("timestamp"),
             "event_id": attrs.get("event_id"),
         }
+
+
+# -- The connection registry ----------------------------------------------------------
+TRANSPORT_CHOICES = ("websocket", "sse")
+
+
+class UserIdField(StringField):
+    def __init__(self, **kwargs):
+        kwargs.setdefault("max_length", 200)
+        kwargs.setdefault("trim_whitespace", False)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if not is_valid_user_id(value):
+            raise serializers.ValidationError("Must be 1 to 200 printable characters.")
+        return value
+
+
+class ChannelField(StringField):
+    def __init__(self, **kwargs):
+        kwargs.setdefault("trim_whitespace", False)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if not is_valid_channel(value):
+            raise serializers.ValidationError("Must match [A-Za-z0-9_.:=@-]{1,100}.")
+        return value
+
+
+class ConnectionsQuery(StrictSerializer):
+    """The filters of `GET connections`, from the query string."""
+
+    user_id = UserIdField(required=False, help_text="Only this principal's connections.")
+    channel = ChannelField(required=False, help_text="Only connections subscribed to it.")
+    transport = serializers.ChoiceField(
+        choices=TRANSPORT_CHOICES, required=False, help_text="Only this transport."
+    )
+
+
+def query_data(query_params, *, ignore=("format",)) -> dict:
+    """A query string as a flat dict; a parameter given twice is refused
+    (which value was meant is a guess), and `ignore` (DRF's `format`) is left out."""
+    repeated = sorted(
+        k for k in query_params if k not in ignore and len(query_params.getlist(k)) > 1
+    )
+    if repeated:
+        raise serializers.ValidationError({k: ["Give this parameter once."] for k in repeated})
+    return {k: v for k, v in query_params.items() if k not in ignore}
+
+
+class ConnectionOut(serializers.Serializer):
+    id = serializers.CharField(help_text="The connection id (its `welcome` frame's).")
+    user = serializers.CharField(
+        allow_null=True, help_text="The principal; null for an anonymous SSE stream."
+    )
+    kind = serializers.CharField(help_text="`user`, `account` (a public account) or `anonymous`.")
+    transport = serializers.ChoiceField(choices=TRANSPORT_CHOICES)
+    instance = serializers.CharField(help_text="The gateway process it lives on.")
+    channels = serializers.ListField(child=serializers.CharField())
+    connected_at = serializers.FloatField(help_text="Seconds since the epoch.")
+    last_seen = serializers.FloatField(
+        help_text="When the client was last heard from, as the registry last recorded it."
+    )
+
+
+class ChannelOut(serializers.Serializer):
+    channel = serializers.CharField()
+    connections = serializers.IntegerField(help_text="Connections subscribed to it.")
+    users = serializers.ListField(
+        child=serializers.CharField(), help_text="Distinct principals subscribed, sorted."
+    )
+    presence = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="The same principals: what a WebSocket `presence` query answers.",
+    )
+    subscribers = ConnectionOut(many=True)
+
+
+class TransportCountsOut(serializers.Serializer):
+    websocket = serializers.IntegerField()
+    sse = serializers.IntegerField()
+
+
+class UserOut(serializers.Serializer):
+    user = serializers.CharField()
+    online = serializers.BooleanField(help_text="Whether it has a live connection anywhere.")
+    connections = serializers.IntegerField()
+    transports = TransportCountsOut()
+    channels = serializers.ListField(
+        child=serializers.CharField(), help_text="Channels any of its connections is subscribed to."
+    )
+
+
+class IntField(serializers.IntegerField):
+    """A JSON integer; true, 1.5 and "1" are not integers."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+# -- Seed 002's push paths ------------------------------------------------------------
+class SeedBroadcastIn(StrictSerializer):
+    """`POST /ws/broadcast`: `message` to every connection."""
+
+    message = AnyJSONField(allow_null=False, help_text="Delivered as the envelope's `data`.")
+
+    def to_item(self) -> PushItem:
+        return PushItem(target=Target("broadcast"), data=self.validated_data["message"])
+
+
+class SeedChannelMessageIn(StrictSerializer):
+    """`POST /ws/send-to-channel`: `message` to a channel's subscribers."""
+
+    channel = ChannelField()
+    message = AnyJSONField(allow_null=False, help_text="Delivered as the envelope's `data`.")
+    persist = BoolField(
+        required=False,
+        default=True,
+        help_text="true: kept in the channel's history (replayed with `since`); "
+        "false: to the live subscribers only, with `id: null`.",
+    )
+
+    def to_item(self) -> PushItem:
+        attrs = self.validated_data
+        return PushItem(target=Target("channel", attrs["channel"]), data=attrs["message"])
+
+
+class SeedSSEChannelIn(StrictSerializer):
+    """`POST /sse/send-to-channel`: an event named `event` to a channel."""
+
+    channel = ChannelField()
+    event = StringField(
+        required=False, default="message", max_length=100, help_text="The `event_type`."
+    )
+    data = AnyJSONField(required=False, default=None)
+
+    def to_item(self) -> PushItem:
+        attrs = self.validated_data
+        return PushItem(
+            target=Target("channel", attrs["channel"]),
+            data=attrs["data"],
+            event_type=attrs["event"],
+        )
+
+
+NOTIFICATION_TYPES = ("info", "success", "warning", "error")
+
+
+class SeedNotificationIn(StrictSerializer):
+    """`POST /sse/notification`: a `notification` event, to everyone unless
+    `user_id` or `channel` names whom."""
+
+    title = StringField(max_length=200)
+    content = StringField(allow_blank=True, trim_whitespace=False)
+    type = serializers.ChoiceField(choices=NOTIFICATION_TYPES, required=False, default="info")
+    auto_hide = BoolField(required=False)
+    duration = IntField(required=False, min_value=0, help_text="Milliseconds.")
+    user_id = UserIdField(required=False)
+    channel = ChannelField(required=False)
+
+    def validate(self, attrs):
+        if "user_id" in attrs and "channel" in attrs:
+            raise serializers.ValidationError(
+                "Give at most one target: `user_id` or `channel` (neither: everyone)."
+            )
+        return attrs
+
+    def to_item(self) -> PushItem:
+        attrs = self.validated_data
+        data = {name: attrs[name] for name in ("title", "content", "type")}
+        data.update({name: attrs[name] for name in ("auto_hide", "duration") if name in attrs})
+        if "user_id" in attrs:
+            target = Target("user", attrs["user_id"])
+        elif "channel" in attrs:
+            target = Target("channel", attrs["channel"])
+        else:
+            target = Target("broadcast")
+        return PushItem(target=target, data=data, event_type="notification")

@@ -9,14 +9,25 @@ from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework.response import Response
 
 from .. import registry, services
+from ..addressing import is_valid_channel, is_valid_user_id
+from ..errors import Validation
 from .codec import EventStreamRenderer, ORJSONRenderer, sse_event
 from .serializers import (
     BatchOut,
+    ChannelOut,
+    ConnectionOut,
+    ConnectionsQuery,
     PublicAccountOut,
     PushIn,
     ReceiptOut,
+    SeedBroadcastIn,
+    SeedChannelMessageIn,
+    SeedNotificationIn,
+    SeedSSEChannelIn,
     SendIn,
     StatsOut,
+    UserOut,
+    query_data,
     validate_batch,
 )
 
@@ -142,3 +153,112 @@ async def _event_stream(conversation):
             yield b": keep-alive\n\n"
         else:
             yield sse_event(event, data)
+
+
+# -- The connection registry ----------------------------------------------------------
+class ConnectionsView(GatewayAPIView):
+    """The live connections of the whole gateway (every process), oldest
+    first, filtered by `user_id`, `channel` and `transport`."""
+
+    @extend_schema(
+        parameters=[ConnectionsQuery],
+        responses={200: ConnectionOut(many=True)},
+        summary="List live connections",
+    )
+    async def get(self, request):
+        query = ConnectionsQuery(data=query_data(request.query_params))
+        query.is_valid(raise_exception=True)
+        return Response(await registry.aconnections(**query.validated_data))
+
+
+class ConnectionView(GatewayAPIView):
+    """One live connection, wherever it lives."""
+
+    @extend_schema(
+        request=None,
+        responses={204: None},
+        summary="Close a connection (error `closed_by_admin`, close code 4000)",
+    )
+    async def delete(self, request, connection_id):
+        await registry.aclose(connection_id=connection_id)
+        return Response(status=HTTPStatus.NO_CONTENT)
+
+
+class ChannelView(GatewayAPIView):
+    """A channel's subscribers across the gateway; a channel nobody is in
+    answers with zeros."""
+
+    @extend_schema(responses={200: ChannelOut}, summary="A channel's subscribers and presence")
+    async def get(self, request, name):
+        if not is_valid_channel(name):
+            raise Validation(
+                "A channel name must match [A-Za-z0-9_.:=@-]{1,100}.",
+                fields={"name": ["Must match [A-Za-z0-9_.:=@-]{1,100}."]},
+            )
+        return Response(await registry.achannel(name=name))
+
+
+class UserView(GatewayAPIView):
+    """Whether a user (or public account) is connected anywhere, and how."""
+
+    @extend_schema(responses={200: UserOut}, summary="A user's live connections")
+    async def get(self, request, user_id):
+        if not is_valid_user_id(user_id):
+            raise Validation(
+                "A user id is 1 to 200 printable characters.",
+                fields={"user_id": ["Must be 1 to 200 printable characters."]},
+            )
+        return Response(await registry.auser(user_id=user_id))
+
+
+# -- Seed 002's push paths ------------------------------------------------------------
+class SeedBroadcastView(GatewayAPIView):
+    """`POST /ws/broadcast`: `{"message": …}` to every connection, as a
+    broadcast push whose `data` is the message."""
+
+    @extend_schema(request=SeedBroadcastIn, responses={202: ReceiptOut}, summary="Seed 002")
+    async def post(self, request):
+        body = SeedBroadcastIn(data=request.data)
+        body.is_valid(raise_exception=True)
+        receipt = await services.apush(item=body.to_item())
+        return Response(receipt.as_dict(), status=HTTPStatus.ACCEPTED)
+
+
+class SeedChannelMessageView(GatewayAPIView):
+    """`POST /ws/send-to-channel`: `message` to a channel; `persist: false`
+    reaches the live subscribers only and is never replayed."""
+
+    @extend_schema(request=SeedChannelMessageIn, responses={202: ReceiptOut}, summary="Seed 002")
+    async def post(self, request):
+        body = SeedChannelMessageIn(data=request.data)
+        body.is_valid(raise_exception=True)
+        attrs = body.validated_data
+        if attrs["persist"]:
+            receipt = await services.apush(item=body.to_item())
+        else:
+            receipt = await services.apublish_live(channel=attrs["channel"], data=attrs["message"])
+        return Response(receipt.as_dict(), status=HTTPStatus.ACCEPTED)
+
+
+class SeedSSEChannelView(GatewayAPIView):
+    """`POST /sse/send-to-channel`: `data` to a channel as an event named
+    `event` (its `event_type`)."""
+
+    @extend_schema(request=SeedSSEChannelIn, responses={202: ReceiptOut}, summary="Seed 002")
+    async def post(self, request):
+        body = SeedSSEChannelIn(data=request.data)
+        body.is_valid(raise_exception=True)
+        receipt = await services.apush(item=body.to_item())
+        return Response(receipt.as_dict(), status=HTTPStatus.ACCEPTED)
+
+
+class SeedNotificationView(GatewayAPIView):
+    """`POST /sse/notification`: a `notification` event (`title`, `content`,
+    `type`) to everyone, or to `user_id` or `channel`."""
+
+    @extend_schema(request=SeedNotificationIn, responses={202: ReceiptOut}, summary="Seed 002")
+    async def post(self, request):
+        body = SeedNotificationIn(data=request.data)
+        body.is_valid(raise_exception=True)
+        receipt = await services.apush(item=body.to_item())
+        return Response(receipt.as_dict(), status=HTTPStatus.ACCEPTED)

@@ -44,9 +44,11 @@ def get_backend():
     backend = _backends.get(loop)
     if backend is None:
         if settings.REDIS_URL:
+            from ..presence import asweep
             from .redis import RedisBackend
 
             backend = RedisBackend(Hub(), settings.REDIS_URL)
+            backend.on_tick = lambda: asweep(backend)
         else:
             from .memory import MemoryBackend
 

@@ -26,6 +26,8 @@ class MemoryBackend:
         # user -> {connection id: (transport, channel name)}
         self.connections: dict[str, dict[str, tuple[str, str]]] = {}
         self.records: dict[str, dict] = {}  # connection id -> its record
+        self.members_of: dict[str, dict[str, str]] = {}  # channel -> {connection id: user}
+        self.member_users: dict[str, dict[str, int]] = {}  # channel -> {user: connections}
         self.claims: dict[str, float] = {}  # correlation id -> expiry (monotonic)
         # Set by the replies module: handles a control message meant for this process.
         self.on_control = lambda payload: None
@@ -134,6 +136,12 @@ class MemoryBackend:
         if connection_id in self.records:
             self.records[connection_id] = record
 
+    async def update_many(self, *, records: dict[str, dict]) -> None:
+        """Rewrite several connections' records at once (heartbeat ticks)."""
+        for connection_id, record in records.items():
+            if connection_id in self.records:
+                self.records[connection_id] = record
+
     async def all_records(self) -> list[dict]:
         """Every live connection's record, across the gateway."""
         return list(self.records.values())
@@ -187,6 +195,43 @@ class MemoryBackend:
     async def send_control(self, process: str, payload: dict) -> None:
         self.on_control(payload)
 
-    async def publish_live(self, stream: str, text: str) -> int:
-        """A frame for the live listeners of a stream only: no id, no history."""
-        return self.hub.deliver(stream, None, text)
+    async def publish_live(
+        self, stream: str, text: str, exclude: str | None = None, crowd: int | None = None
+    ) -> int:
+        """A frame for the live listeners of a stream only (but the connection
+        `exclude`): no id, no history."""
+        return self.hub.deliver(stream, None, text, exclude, crowd)
+
+    # -- channel members --------------------------------------------------------------
+    async def join(self, channel: str, connection_id: str, user: str) -> tuple[bool, int]:
+        """Count a connection in a channel's members: (the user's first?,
+        member connections)."""
+        conns = self.members_of.setdefault(channel, {})
+        users = self.member_users.setdefault(channel, {})
+        if connection_id in conns:
+            return False, len(conns)
+        conns[connection_id] = user
+        users[user] = users.get(user, 0) + 1
+        return users[user] == 1, len(conns)
+
+    async def leave(self, channel: str, connection_id: str, user: str) -> tuple[bool, int]:
+        """Take it out: (the user's last connection there?, member connections)."""
+        conns = self.members_of.get(channel, {})
+        users = self.member_users.get(channel, {})
+        if conns.pop(connection_id, None) is None:
+            return False, len(conns)
+        users[user] -= 1
+        last = users[user] <= 0
+        if last:
+            del users[user]
+        if not conns:
+            self.members_of.pop(channel, None)
+            self.member_users.pop(channel, None)
+        return last, len(conns)
+
+    async def members(self, channel: str) -> list[str]:
+        """The principals subscribed to a channel."""
+        return sorted(self.member_users.get(channel, {}))
+
+    async def take_dead_records(self) -> list[dict]:
+        return []  # one process: nobody else can die

@@ -36,7 +36,34 @@ log = logging.getLogger(__name__)
 
 ALIVE_TTL = 15  # seconds a process counts as alive without renewing
 ALIVE_EVERY = 5  # seconds between renewals
-RECORDS_TTL = 3 * ALIVE_TTL  # a dead process's connection records outlive it this long
+# A dead process's connection records wait this long for a live process to
+# sweep them (its members leave their channels then).
+RECORDS_TTL = 24 * 3600
+SWEEP_LOCK_TTL = 300  # seconds one process owns the sweep of a dead one
+# A live-only frame with conditions travels as
+# LIVE + excluded connection id + LIVE + crowd limit + LIVE + frame
+# (either may be empty; JSON text never holds a raw NUL).
+LIVE = "\x00"
+
+# Join a channel's members (KEYS[1]: connection -> principal, KEYS[2]:
+# principal -> connections): {1 if the principal's first, member connections}.
+JOIN = """
+if redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) == 0 then
+  return {0, redis.call('HLEN', KEYS[1])}
+end
+local n = redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+return {n == 1 and 1 or 0, redis.call('HLEN', KEYS[1])}
+"""
+
+# Leave them: {1 if the principal's last connection there, member connections}.
+LEAVE = """
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then
+  return {0, redis.call('HLEN', KEYS[1])}
+end
+local n = redis.call('HINCRBY', KEYS[2], ARGV[2], -1)
+if n <= 0 then redis.call('HDEL', KEYS[2], ARGV[2]) end
+return {n <= 0 and 1 or 0, redis.call('HLEN', KEYS[1])}
+"""
 POOL_WAIT = 10  # seconds a command may wait for a free pooled connection
 
 PUBLISH = """
@@ -110,6 +137,10 @@ class RedisBackend:
         self._control = addressing.redis_key("ctl", INSTANCE_ID)
         self._records = addressing.records_key(INSTANCE_ID)
         self._release = self.client.register_script(RELEASE)
+        self._join = self.client.register_script(JOIN)
+        self._leave = self.client.register_script(LEAVE)
+        # Set by the presence module: run after each liveness renewal.
+        self.on_tick = None
         # Set by the replies module: handles a control message meant for this process.
         self.on_control = lambda payload: None
 
@@ -149,6 +180,8 @@ class RedisBackend:
             await asyncio.sleep(ALIVE_EVERY)
             try:
                 await self._renew_alive()
+                if self.on_tick is not None:
+                    await self.on_tick()
             except Exception:
                 log.exception("could not renew this process's liveness in Redis")
 
@@ -165,12 +198,16 @@ class RedisBackend:
                         if channel == self._control:
                             self.on_control(orjson.loads(text))
                             continue
+                        exclude = crowd = None
+                        if text.startswith(LIVE):
+                            _, exclude, crowd, text = text.split(LIVE, 3)
+                            exclude, crowd = exclude or None, int(crowd) if crowd else None
                         message_id = (
                             text[head_len : text.index('"', head_len)]
                             if text.startswith(HEAD)
                             else None
                         )
-                        self.hub.deliver(channel[prefix_len:], message_id, text)
+                        self.hub.deliver(channel[prefix_len:], message_id, text, exclude, crowd)
                     elif kind == "subscribe":
                         waiter = self._ready.get(channel)
                         if waiter is not None and not waiter.done():
@@ -302,6 +339,11 @@ class RedisBackend:
     async def update(self, *, connection_id: str, record: dict) -> None:
         await self.client.hset(self._records, connection_id, orjson.dumps(record))
 
+    async def update_many(self, *, records: dict[str, dict]) -> None:
+        """Rewrite several connections' records in one command (heartbeat ticks)."""
+        mapping = {conn: orjson.dumps(record) for conn, record in records.items()}
+        await self.client.hset(self._records, mapping=mapping)
+
     async def unregister(self, *, user: str | None, connection_id: str) -> None:
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.hdel(self._records, connection_id)
@@ -315,17 +357,60 @@ class RedisBackend:
         procs = sorted(await self.client.smembers(addressing.processes_key()))
         if not procs:
             return []
-        alive = await self.client.mget([addressing.alive_prefix() + p for p in procs])
-        living = [p for p, a in zip(procs, alive, strict=True) if a]
-        dead = [p for p, a in zip(procs, alive, strict=True) if not a]
+        living, _ = await self._processes()
         async with self.client.pipeline(transaction=False) as pipe:
             for proc in living:
                 pipe.hvals(addressing.records_key(proc))
-            if dead:
-                pipe.srem(addressing.processes_key(), *dead)
-                pipe.delete(*(addressing.records_key(p) for p in dead))
             results = await pipe.execute()
-        return [orjson.loads(value) for values in results[: len(living)] for value in values]
+        return [orjson.loads(value) for values in results for value in values]
+
+    async def _processes(self) -> tuple[list[str], list[str]]:
+        """The processes of the gateway: (alive, dead)."""
+        procs = sorted(await self.client.smembers(addressing.processes_key()))
+        if not procs:
+            return [], []
+        alive = await self.client.mget([addressing.alive_prefix() + p for p in procs])
+        living = [p for p, a in zip(procs, alive, strict=True) if a]
+        return living, [p for p, a in zip(procs, alive, strict=True) if not a]
+
+    async def take_dead_records(self) -> list[dict]:
+        """The records of processes that died, each handed to one live
+        process only, and forgotten."""
+        _, dead = await self._processes()
+        taken = []
+        for proc in dead:
+            lock = addressing.redis_key("sweep", proc)
+            if not await self.client.set(lock, INSTANCE_ID, nx=True, ex=SWEEP_LOCK_TTL):
+                continue
+            records = addressing.records_key(proc)
+            taken += [orjson.loads(value) for value in await self.client.hvals(records)]
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.delete(records)
+                pipe.srem(addressing.processes_key(), proc)
+                await pipe.execute()
+        return taken
+
+    # -- channel members --------------------------------------------------------------
+    async def join(self, channel: str, connection_id: str, user: str) -> tuple[bool, int]:
+        """Count a connection in a channel's members: (the user's first?,
+        member connections)."""
+        first, members = await self._join(
+            keys=[addressing.members_key(channel), addressing.member_users_key(channel)],
+            args=[connection_id, user],
+        )
+        return bool(first), int(members)
+
+    async def leave(self, channel: str, connection_id: str, user: str) -> tuple[bool, int]:
+        """Take it out: (the user's last connection there?, member connections)."""
+        last, members = await self._leave(
+            keys=[addressing.members_key(channel), addressing.member_users_key(channel)],
+            args=[connection_id, user],
+        )
+        return bool(last), int(members)
+
+    async def members(self, channel: str) -> list[str]:
+        """The principals subscribed to a channel, across the gateway."""
+        return sorted(await self.client.hkeys(addressing.member_users_key(channel)))
 
     async def user_connections(self, user: str, transport: str | None = None) -> dict[str, str]:
         """Live connections of a user (over one transport, if given):
@@ -375,6 +460,14 @@ class RedisBackend:
         channel = addressing.redis_key("ctl", process)
         await self.client.publish(channel, orjson.dumps(payload).decode())
 
-    async def publish_live(self, stream: str, text: str) -> int:
-        """A frame for the live listeners of a stream only: no id, no history."""
+    async def publish_live(
+        self, stream: str, text: str, exclude: str | None = None, crowd: int | None = None
+    ) -> int:
+        """A frame for the live listeners of a stream only (see Hub.deliver for
+        `exclude` and `crowd`): no id, no history. Answers the processes that
+        heard it."""
+        if exclude is not None or crowd is not None:
+            text = (
+                LIVE + (exclude or "") + LIVE + ("" if crowd is None else str(crowd)) + LIVE + text
+            )
         return await self.client.publish(addressing.bus_channel(stream), text)

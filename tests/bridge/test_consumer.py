@@ -53,8 +53,17 @@ async def close_code(comm) -> int:
 
 
 # -- routing and handshake --------------------------------------------------------------
-@pytest.mark.parametrize("path", ["/ws/?user_id=alice", "/ws?user_id=alice"])
-async def test_both_paths_route_to_the_gateway(path):
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/ws/?user_id=alice",
+        "/ws?user_id=alice",
+        "/ws/connect?user_id=alice",  # seed 002
+        "/api/v1/ws?user_id=alice",  # seed 004
+        "/api/v1/ws/v2?user_id=alice",
+    ],
+)
+async def test_every_path_routes_to_the_gateway(path):
     async with ws(path) as (comm, welcome):
         assert welcome["type"] == "welcome"
         await assert_usable(comm)

@@ -276,3 +276,13 @@ async def test_deliver_respects_a_listeners_hold():
     hub.deliver("u:bob", "11-0", "new")
     sock.release({"u:bob": (10, 0)})
     assert texts(send.sent) == ["new"]
+
+
+async def test_deliver_with_a_crowd_limit_skips_a_stream_heard_by_more():
+    hub = Hub()
+    sends = [Recorder() for _ in range(3)]
+    for send in sends:
+        hub.listen(socket(send)[0], "c:crowd")
+    assert hub.deliver("c:crowd", None, "joined", crowd=2) == 0
+    assert hub.deliver("c:crowd", None, "joined", crowd=3) == 3
+    assert [texts(s.sent) for s in sends] == [["joined"]] * 3

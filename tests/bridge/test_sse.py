@@ -167,10 +167,13 @@ class SSE:
         return event
 
     async def messages(self, count: int, timeout: float = WAIT) -> list[Block]:
-        """The next `count` message events (their envelopes in `.data`)."""
+        """The next `count` message events (their envelopes in `.data`), passing
+        over the presence events of others joining and leaving."""
         found = []
-        for _ in range(count):
+        while len(found) < count:
             event = await self.event(timeout)
+            if event.data["type"] == "presence":
+                continue
             assert event.data["type"] == "message", event
             found.append(event)
         return found
