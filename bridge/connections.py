@@ -91,6 +91,7 @@ class Connection:
         self.channels: set[str] = set()
         self.sock = sock
         sock.owner = self.id
+        sock.member = None if principal.is_anonymous else principal.user
         self.backend = get_backend()
         self.opened = False
         self.connected_at = time.time()

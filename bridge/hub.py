@@ -31,6 +31,7 @@ class LocalSocket:
         "_send",
         "closed",
         "max_backlog",
+        "member",
         "on_overflow",
         "owner",
         "positions",
@@ -54,8 +55,10 @@ class LocalSocket:
         # Stream -> key of the last message written, for transports whose
         # clients resume from a position in every stream (SSE); None elsewhere.
         self.positions: dict[str, tuple[int, int]] | None = None
-        # The connection id this socket belongs to (frames may exclude it).
+        # The connection id this socket belongs to (frames may exclude it),
+        # and the principal it counts as in channel presence (None: anonymous).
         self.owner: str | None = None
+        self.member: str | None = None
         # Rewrites each outgoing text frame for a client that speaks another
         # dialect (seed 004); returns None to drop the frame.
         self.transform: Callable[[dict], dict | None] | None = None
@@ -145,6 +148,19 @@ class LocalSocket:
             await asyncio.wait([task])
 
 
+def _more_members(group: set[LocalSocket], limit: int) -> bool:
+    """Do these sockets belong to more than `limit` distinct principals?"""
+    if len(group) <= limit:
+        return False
+    seen = set()
+    for sock in group:
+        if sock.member is not None:
+            seen.add(sock.member)
+            if len(seen) > limit:
+                return True
+    return False
+
+
 async def _finish(coro, waiting_on) -> None:
     """Drive a coroutine that was started by hand with `send(None)` to its end."""
     while True:
@@ -218,12 +234,12 @@ class Hub:
         """Write one encoded frame to every local listener of `stream` but the
         connection `exclude` (a live-only frame, such as a reply, has no id).
 
-        A frame with a `crowd` limit is dropped where the stream has more local
-        listeners than that: the stream has at least as many everywhere, so a
-        presence event that was sent while a channel was small does not reach
-        the crowd that subscribed while it travelled."""
+        A frame with a `crowd` limit is dropped where the stream's local
+        listeners are more members than that: the channel has at least as many
+        everywhere, so a presence event that was sent while a channel was small
+        does not reach the crowd that subscribed while it travelled."""
         group = self.listeners.get(stream)
-        if not group or (crowd is not None and len(group) > crowd):
+        if not group or (crowd is not None and _more_members(group, crowd)):
             return 0
         key = parse_id(message_id) if message_id is not None else None
         message = {"type": "websocket.send", "text": frame}

@@ -2,8 +2,8 @@
 
 Members are counted per principal across the gateway (a user with two tabs
 joins once). Join and leave events go to the other subscribers while the
-channel has at most PRESENCE_MAX_MEMBERS subscribed connections, and are
-dropped where they arrive if it has grown past that meanwhile, so a crowd of
+channel has at most PRESENCE_MAX_MEMBERS members, and are dropped where
+they arrive if it has grown past that meanwhile, so a crowd of
 N costs a bounded number of frames, not N squared; the query answers at any
 size. Members of a process that died are swept by a live one, and their
 leave events go out then.

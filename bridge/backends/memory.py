@@ -204,22 +204,21 @@ class MemoryBackend:
 
     # -- channel members --------------------------------------------------------------
     async def join(self, channel: str, connection_id: str, user: str) -> tuple[bool, int]:
-        """Count a connection in a channel's members: (the user's first?,
-        member connections)."""
+        """Count a connection in a channel's members: (the user's first?, members)."""
         conns = self.members_of.setdefault(channel, {})
         users = self.member_users.setdefault(channel, {})
         if connection_id in conns:
-            return False, len(conns)
+            return False, len(users)
         conns[connection_id] = user
         users[user] = users.get(user, 0) + 1
-        return users[user] == 1, len(conns)
+        return users[user] == 1, len(users)
 
     async def leave(self, channel: str, connection_id: str, user: str) -> tuple[bool, int]:
-        """Take it out: (the user's last connection there?, member connections)."""
+        """Take it out: (the user's last connection there?, members)."""
         conns = self.members_of.get(channel, {})
         users = self.member_users.get(channel, {})
         if conns.pop(connection_id, None) is None:
-            return False, len(conns)
+            return False, len(users)
         users[user] -= 1
         last = users[user] <= 0
         if last:
@@ -227,7 +226,7 @@ class MemoryBackend:
         if not conns:
             self.members_of.pop(channel, None)
             self.member_users.pop(channel, None)
-        return last, len(conns)
+        return last, len(users)
 
     async def members(self, channel: str) -> list[str]:
         """The principals subscribed to a channel."""

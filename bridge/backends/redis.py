@@ -46,23 +46,23 @@ SWEEP_LOCK_TTL = 300  # seconds one process owns the sweep of a dead one
 LIVE = "\x00"
 
 # Join a channel's members (KEYS[1]: connection -> principal, KEYS[2]:
-# principal -> connections): {1 if the principal's first, member connections}.
+# principal -> connections): {1 if the principal's first, members}.
 JOIN = """
 if redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) == 0 then
-  return {0, redis.call('HLEN', KEYS[1])}
+  return {0, redis.call('HLEN', KEYS[2])}
 end
 local n = redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
-return {n == 1 and 1 or 0, redis.call('HLEN', KEYS[1])}
+return {n == 1 and 1 or 0, redis.call('HLEN', KEYS[2])}
 """
 
-# Leave them: {1 if the principal's last connection there, member connections}.
+# Leave them: {1 if the principal's last connection there, members}.
 LEAVE = """
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then
-  return {0, redis.call('HLEN', KEYS[1])}
+  return {0, redis.call('HLEN', KEYS[2])}
 end
 local n = redis.call('HINCRBY', KEYS[2], ARGV[2], -1)
 if n <= 0 then redis.call('HDEL', KEYS[2], ARGV[2]) end
-return {n <= 0 and 1 or 0, redis.call('HLEN', KEYS[1])}
+return {n <= 0 and 1 or 0, redis.call('HLEN', KEYS[2])}
 """
 POOL_WAIT = 10  # seconds a command may wait for a free pooled connection
 
@@ -392,8 +392,7 @@ class RedisBackend:
 
     # -- channel members --------------------------------------------------------------
     async def join(self, channel: str, connection_id: str, user: str) -> tuple[bool, int]:
-        """Count a connection in a channel's members: (the user's first?,
-        member connections)."""
+        """Count a connection in a channel's members: (the user's first?, members)."""
         first, members = await self._join(
             keys=[addressing.members_key(channel), addressing.member_users_key(channel)],
             args=[connection_id, user],
@@ -401,7 +400,7 @@ class RedisBackend:
         return bool(first), int(members)
 
     async def leave(self, channel: str, connection_id: str, user: str) -> tuple[bool, int]:
-        """Take it out: (the user's last connection there?, member connections)."""
+        """Take it out: (the user's last connection there?, members)."""
         last, members = await self._leave(
             keys=[addressing.members_key(channel), addressing.member_users_key(channel)],
             args=[connection_id, user],

@@ -278,11 +278,13 @@ async def test_deliver_respects_a_listeners_hold():
     assert texts(send.sent) == ["new"]
 
 
-async def test_deliver_with_a_crowd_limit_skips_a_stream_heard_by_more():
+async def test_deliver_with_a_crowd_limit_skips_a_stream_of_more_members():
     hub = Hub()
-    sends = [Recorder() for _ in range(3)]
-    for send in sends:
-        hub.listen(socket(send)[0], "c:crowd")
-    assert hub.deliver("c:crowd", None, "joined", crowd=2) == 0
-    assert hub.deliver("c:crowd", None, "joined", crowd=3) == 3
-    assert [texts(s.sent) for s in sends] == [["joined"]] * 3
+    sends = [Recorder() for _ in range(4)]
+    for send, member in zip(sends, ["ann", "bob", "bob", None], strict=True):
+        sock = socket(send)[0]
+        sock.member = member  # bob with two tabs, one anonymous listener
+        hub.listen(sock, "c:crowd")
+    assert hub.deliver("c:crowd", None, "joined", crowd=1) == 0
+    assert hub.deliver("c:crowd", None, "joined", crowd=2) == 4
+    assert [texts(s.sent) for s in sends] == [["joined"]] * 4
