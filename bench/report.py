@@ -373,6 +373,8 @@ def update_doc(run: dict, path: Path = DOC) -> None:
     for session in run["sessions"]:
         if "sse" in parts_of(session):
             text = update_sse(text, session, run)
+        if "channels" in parts_of(session):
+            text = update_channels(text, session, run)
         if "websocket" not in parts_of(session):
             continue
         key = key_of(session)
@@ -402,12 +404,16 @@ def update_doc(run: dict, path: Path = DOC) -> None:
 def print_run(run: dict) -> None:
     ws = [summary(s) for s in run["sessions"] if "websocket" in parts_of(s)]
     sse = [sse_summary(s) for s in run["sessions"] if "sse" in parts_of(s)]
+    channels = [channels_summary(s) for s in run["sessions"] if "channels" in parts_of(s)]
     print()
     if ws:
         print(summary_table(ws))
         print()
     if sse:
         print(sse_summary_table(sse))
+        print()
+    if channels:
+        print(channels_summary_table(channels))
         print()
 
 
@@ -638,5 +644,280 @@ def update_sse(text: str, session: dict, run: dict) -> str:
             text[: text.index(SSE_SUMMARY_START)]
             + f"{SSE_SUMMARY_START}\n{sse_summary_table(found)}\n{SSE_SUMMARY_END}"
             + text[text.index(SSE_SUMMARY_END) + len(SSE_SUMMARY_END) :]
+        )
+    return text
+
+
+# --- Channels: presence and registry ---------------------------------------------
+CH_SCENARIOS = ("presence", "registry")
+CH_KEYS = {  # the result keys of each scenario, and the summary keys
+    "presence": (
+        ("presence", "publish", "typing"),
+        ("presence", "publish", "publish_peak", "publish_first_fail", "publish_ceiling", "typing"),
+    ),
+    "registry": (("registry",), ("registry",)),
+}
+CH_HEADINGS = {
+    "presence": "**One channel, many members: join, query, `publish`, `typing` (presence)**",
+    "registry": "**Connect and disconnect as `/api/v1/stats` counts them (registry)**",
+}
+CH_DATA = re.compile(r"<!-- bench:channels-data (\{.*?\}) -->")
+CH_SECTIONS_END = "<!-- bench:channels-sections:end -->"
+CH_SUMMARY_START = "<!-- bench:channels-summary:start -->"
+CH_SUMMARY_END = "<!-- bench:channels-summary:end -->"
+
+
+def channels_summary(session: dict) -> dict:
+    """The headline numbers of the channel scenarios of one configuration."""
+    out = {"server": session["server"], "backend": session["backend"]}
+    pres = session.get("presence")
+    if pres and "join" in pres:
+        join, query = pres["join"], pres.get("query", {})
+        out["presence"] = {
+            "members": pres["members"],
+            "join_s": join["subscribed_s"],
+            "last_event_s": join["last_event_s"],
+            "frames": join["presence_frames"],
+            "expected": join["expected_about"],
+            "max_per_member": join["max_per_member"],
+            "query_p50_ms": query.get("p50_ms"),
+            "query_p99_ms": query.get("p99_ms"),
+            "queries": query.get("answered"),
+            "query_wrong": query.get("wrong"),
+        }
+    if "publish" in session:
+        _ladder_summary(out, "publish", _steps(session, "publish"))
+    if session.get("typing"):
+        t = session["typing"][0]
+        out["typing"] = {
+            "rate": t["rate"],
+            "deliveries_per_s": t["achieved_deliveries_per_s"],
+            "p99_ms": t["p99_ms"],
+            "lost": t["lost"],
+            "to_sender": t["misrouted"],
+            "passed": t["passed"],
+        }
+    reg = session.get("registry")
+    if reg:
+        o, c = reg["open"], reg["close"]
+        out["registry"] = {
+            "connections": o["connections"],
+            "per_s": o["per_s"],
+            "stats_all_s": o["stats_all_s"],
+            "stats_none_s": c["stats_none_s"],
+            "cpu_ms_connect": o["server_cpu_ms_per_connect"],
+            "cpu_ms_disconnect": c["server_cpu_ms_per_disconnect"],
+        }
+    out["date"] = session.get("date")
+    return out
+
+
+def channels_summary_table(summaries: list[dict]) -> str:
+    lines = [
+        "| server | backend | join: members, all subscribed s (presence frames) | "
+        "presence query p50 / p99 ms | publish from a member: deliveries/s, p99 < 250 ms | "
+        "typing: frames/s to the others, p99 | registry: connections/s (connect + subscribe) "
+        "| stats counts all / none after s | gateway CPU ms per connect / disconnect |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in summaries:
+        p = s.get("presence")
+        if p:
+            join = (
+                f"{_fmt(p['members'])}: {p['join_s']:.2f} s ({_fmt(p['frames'])} frames, "
+                f"about {_fmt(p['expected'])} expected)"
+            )
+            query = f"{_fmt(p['query_p50_ms'])} / {_fmt(p['query_p99_ms'])}" + (
+                f", **{p['query_wrong']} wrong**" if p.get("query_wrong") else ""
+            )
+        else:
+            join = query = "not run"
+        t = s.get("typing")
+        if t:
+            typing = (
+                f"{_fmt(t['rate'])}/s: {_fmt(round(t['deliveries_per_s']))}/s, "
+                f"p99 {_fmt(t['p99_ms'])} ms"
+                + ("" if t["passed"] else ", **fail**")
+                + (f", {_fmt(t['lost'])} lost" if t["lost"] else "")
+                + (f", {_fmt(t['to_sender'])} to the sender" if t["to_sender"] else "")
+            )
+        else:
+            typing = "not run"
+        r = s.get("registry")
+        if r:
+            reg = [
+                f"{_fmt(r['per_s'])} ({_fmt(r['connections'])})",
+                f"{_fmt(r['stats_all_s'])} / {_fmt(r['stats_none_s'])}",
+                f"{_fmt(r['cpu_ms_connect'])} / {_fmt(r['cpu_ms_disconnect'])}",
+            ]
+        else:
+            reg = ["not run"] * 3
+        lines.append(
+            f"| {s['server']} | {s['backend']} | {join} | {query} | "
+            f"{_best_cell(s, 'publish')} | {typing} | {' | '.join(reg)} |"
+        )
+    return "\n".join(lines)
+
+
+def presence_block(session: dict, run: dict) -> str:
+    pres = session["presence"]
+    join, q = pres["join"], pres["query"]
+    lines = [
+        f"{_fmt(pres['members'])} members (`member-<i>`) connected over "
+        f"{pres['connect_s']:.1f} s, then all sent `subscribe` to `{pres['channel']}` at once.",
+        "",
+        "| phase | result | gateway CPU | other CPU |",
+        "|---|---|---|---|",
+        f"| join | all `subscribed` after {join['subscribed_s']:.2f} s "
+        f"({_fmt(join['joins_per_s'])} joins/s), last `presence` event at "
+        f"{join['last_event_s']:.2f} s; **{_fmt(join['presence_frames'])} presence frames** "
+        f"(about {_fmt(join['expected_about'])} expected: "
+        f"{', '.join(f'{v:,} {k}' for k, v in join['events'].items()) or 'none'}), "
+        f"announcing {_fmt(join.get('join_events'))} distinct joins; at most "
+        f"{_fmt(join['max_per_member'])} to one member, {_fmt(join['members_with_events'])} "
+        f"members got any | {_fmt(join['server_cpu_ms'])} ms "
+        f"({_fmt(join['server_cpu_ms_per_join'])} per join) | {join['other_cpu']:.2f} |",
+        f"| {_fmt(q['answered'])} `presence` queries, one at a time | p50 {_fmt(q['p50_ms'])} ms, "
+        f"p90 {_fmt(q['p90_ms'])}, p99 **{_fmt(q['p99_ms'])}**, max {_fmt(q['max_ms'])}; "
+        f"{_fmt(q['answer_bytes'])} bytes per answer; "
+        + (
+            "every answer listed every member"
+            if not q["wrong"]
+            else f"**{q['wrong']} wrong**: {q['problems']}"
+        )
+        + f" | {_fmt(q['server_cpu_ms_per_query'])} ms per query | {q['other_cpu']:.2f} |",
+    ]
+    if pres.get("presence_events_after_join"):
+        lines += ["", f"{pres['presence_events_after_join']:,} presence events after the join."]
+    steps = _steps(session, "publish")
+    if steps:
+        lines += [
+            "",
+            f"*`publish` from `member-0` over its WebSocket, to all {pres['members']:,} "
+            "members (itself included), latency from each frame's scheduled time:*",
+            "",
+            steps_table(steps),
+        ]
+    if session.get("typing"):
+        t = StepResult(**session["typing"][0])
+        lines += [
+            "",
+            f"*`typing` from `member-0` at {_fmt(t.rate)} frames/s for {_fmt(t.duration_s)} s, "
+            f"to the {pres['members'] - 1:,} others ({t.misrouted} heard by the sender, "
+            f"{t.id_errors} out of order):*",
+            "",
+            steps_table([t]),
+        ]
+    return "\n".join(lines)
+
+
+def registry_block(session: dict) -> str:
+    o, c = session["registry"]["open"], session["registry"]["close"]
+    redis_o = f", Redis {o['redis_cpu']:.0%}" if o.get("redis_cpu") is not None else ""
+    return "\n".join(
+        [
+            "| phase | time | as `/api/v1/stats` counts | gateway CPU | other CPU |",
+            "|---|---|---|---|---|",
+            f"| open {_fmt(o['connections'])} WebSockets (100 handshakes in flight), each "
+            f"subscribing to its own channel | {o['opened_s']:.2f} s, "
+            f"**{_fmt(o['per_s'])}/s** | all counted after **{_fmt(o['stats_all_s'])} s** "
+            f"({_fmt(o['subscriptions_counted'])} subscriptions; slowest answer "
+            f"{_fmt(o['stats_slowest_answer_s'])} s) | **{_fmt(o['server_cpu_ms_per_connect'])} "
+            f"ms per connect** ({' + '.join(f'{x:.0%}' for x in o['server_cpu'])}{redis_o}; "
+            f"+{_fmt(o['kib_per_connection'])} KiB RSS each) | {o['other_cpu']:.2f} |",
+            f"| close them all at once | | none counted after **{_fmt(c['stats_none_s'])} s** "
+            f"(slowest answer {_fmt(c['stats_slowest_answer_s'])} s) | "
+            f"**{_fmt(c['server_cpu_ms_per_disconnect'])} ms per disconnect** | "
+            f"{c['other_cpu']:.2f} |",
+        ]
+    )
+
+
+def channels_section(session: dict, run: dict) -> str:
+    title = BACKEND_TITLES.get(session["backend"], session["backend"])
+    parts = [
+        f"#### {session['server']}, {title}: channels",
+        "",
+        f"<!-- bench:channels-data {orjson.dumps(channels_summary(session)).decode()} -->",
+        f"Run {run['date']} at commit {run.get('revision', 'unknown')} with "
+        f"`{run['command']}` on {run['machine_line']}.",
+    ]
+    if session.get("channels_error"):
+        parts += ["", f"**The run failed:** `{session['channels_error']}`"]
+    if session.get("presence", {}).get("query"):
+        parts += ["", CH_HEADINGS["presence"], "", presence_block(session, run)]
+    if session.get("registry"):
+        parts += ["", CH_HEADINGS["registry"], "", registry_block(session)]
+    by_phase = session.get("log_problems_by_phase", {})
+    phases = [p for p in by_phase if p in CH_SCENARIOS]
+    problems = sum(by_phase[p]["count"] for p in phases)
+    if problems:
+        parts += ["", f"Gateway log: {problems:,} line(s) with a warning, an error or a traceback:"]
+        parts += [""] + [
+            "- {:,} x `({} phase) {}`".format(count, p, kind.replace("`", "'"))
+            for p in phases
+            for kind, count in by_phase[p]["kinds"]
+        ]
+    else:
+        parts += ["", "Gateway log: no warnings, errors or tracebacks."]
+    return "\n".join(parts)
+
+
+def channels_merge(new: str, old: str, session: dict) -> str:
+    """Keep the channel scenarios this run did not run from the earlier section."""
+    m = CH_DATA.search(old)
+    if not m:
+        return new
+    old_data = orjson.loads(m.group(1))
+    kept = [
+        n
+        for n in CH_SCENARIOS
+        if not any(k in session for k in CH_KEYS[n][0]) and CH_KEYS[n][1][0] in old_data
+    ]
+    if not kept:
+        return new
+    data = channels_summary(session)
+    for name in kept:
+        for key in CH_KEYS[name][1]:
+            if key in old_data:
+                data[key] = old_data[key]
+    data["kept_from"] = old_data.get("kept_from") or old_data.get("date")
+    new = CH_DATA.sub(
+        lambda _: f"<!-- bench:channels-data {orjson.dumps(data).decode()} -->", new, count=1
+    )
+    blocks = [b for b in (_old_block(old, CH_HEADINGS[name]) for name in kept) if b]
+    provenance = next((line for line in old.splitlines() if line.startswith(KEPT)), None) or next(
+        (line for line in old.splitlines() if line.startswith("Run ")), ""
+    )
+    if provenance.startswith("Run "):
+        provenance = f"{KEPT} ({', '.join(kept)}): {provenance}"
+    cut = new.find("\n\nGateway log")
+    if cut < 0:
+        cut = len(new)
+    return new[:cut] + "\n\n" + provenance + "".join("\n\n" + b for b in blocks) + new[cut:]
+
+
+def update_channels(text: str, session: dict, run: dict) -> str:
+    """Replace one configuration's channels section and rebuild their summary."""
+    key = f"channels-{key_of(session)}"
+    start, end = f"<!-- bench:{key}:start -->", f"<!-- bench:{key}:end -->"
+    body = channels_section(session, run)
+    if start in text and end in text:
+        old = text[text.index(start) + len(start) : text.index(end)]
+        body = channels_merge(body, old, session)
+        block = f"{start}\n{body}\n{end}"
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
+    elif CH_SECTIONS_END in text:
+        text = text.replace(CH_SECTIONS_END, f"{start}\n{body}\n{end}\n\n{CH_SECTIONS_END}")
+    else:
+        raise ValueError(f"{CH_SECTIONS_END} is missing from {DOC.name}")
+    found = [orjson.loads(m.group(1)) for m in CH_DATA.finditer(text)]
+    order = {"daphne": 0, "uvicorn": 1}
+    found.sort(key=lambda s: (order.get(s["server"], 9), s["backend"] != "memory"))
+    if CH_SUMMARY_START in text and CH_SUMMARY_END in text:
+        text = (
+            text[: text.index(CH_SUMMARY_START)]
+            + f"{CH_SUMMARY_START}\n{channels_summary_table(found)}\n{CH_SUMMARY_END}"
+            + text[text.index(CH_SUMMARY_END) + len(CH_SUMMARY_END) :]
         )
     return text

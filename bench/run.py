@@ -19,7 +19,15 @@ and over Server-Sent Events (`GET /events/`), on fresh gateway processes:
 6. sse-fanout: pushes to one channel 1,000 streams read, at rising rates,
    judged as fan-out is (p99 under 250 ms, every stream gets every message);
 7. sse-replay: 1,000 messages pushed to a user while away, replayed on
-   reconnect with `Last-Event-ID`; time to the last one.
+   reconnect with `Last-Event-ID`; time to the last one;
+
+and the channel scenarios (bench/channel_scenarios.py), each on fresh processes:
+
+8. presence: 1,000 members join one channel at once (time, presence frames),
+   `presence` queries (p50/p99), `publish` from one member at rising rates,
+   `typing` at a fixed rate;
+9. registry: 2,000 WebSockets opened (each subscribing) and closed; time
+   until `/api/v1/stats` counts them all, then none; CPU per connect/disconnect.
 
 Prints a table, writes JSON to bench/results/ and (unless `--quick` or
 `--no-docs`) refreshes the results in docs/benchmarks.md.
@@ -49,6 +57,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/11"
 WS_SCENARIOS = ("unicast", "batch", "fanout", "reply")
 SSE_SCENARIOS = ("sse-idle", "sse-fanout", "sse-replay")
+CHANNEL_SCENARIOS = ("presence", "registry")
+ALL_SCENARIOS = WS_SCENARIOS + SSE_SCENARIOS + CHANNEL_SCENARIOS
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -73,6 +83,18 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=None,
         help="idle SSE streams held by sse-idle (5000; 300 with --quick)",
     )
+    p.add_argument(
+        "--presence-members",
+        type=int,
+        default=None,
+        help="WebSocket members of the presence channel (1000; 200 with --quick)",
+    )
+    p.add_argument(
+        "--registry-connections",
+        type=int,
+        default=None,
+        help="WebSockets opened and closed by registry (2000; 300 with --quick)",
+    )
     p.add_argument("--quick", action="store_true", help="a smoke run of a minute or two")
     p.add_argument("--step-seconds", type=float, default=None, help="length of a step (5)")
     p.add_argument(
@@ -90,9 +112,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--pool-size", type=int, default=None, help="HTTP connections per process")
     p.add_argument(
         "--scenarios",
-        default=",".join(WS_SCENARIOS + SSE_SCENARIOS),
+        default=",".join(ALL_SCENARIOS),
         help="comma-separated subset of "
-        + ",".join(WS_SCENARIOS + SSE_SCENARIOS)
+        + ",".join(ALL_SCENARIOS)
         + " (the WebSocket memory scenario runs with any WebSocket one)",
     )
     p.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL))
@@ -114,6 +136,10 @@ def make_plan(args) -> Plan:
         plan.memory_max = args.memory_max
     if args.sse_streams is not None:
         plan.sse_streams = args.sse_streams
+    if args.presence_members is not None:
+        plan.presence_members = args.presence_members
+    if args.registry_connections is not None:
+        plan.registry_connections = args.registry_connections
     if args.step_seconds:
         plan.step_seconds = args.step_seconds
     if args.pool_size:
@@ -244,6 +270,29 @@ async def drive_sse(session: Session, scenarios: list[str]) -> None:
         await session.close()
 
 
+async def drive_channels(session: Session, scenario: str) -> None:
+    await session.open_pools()
+    try:
+        if scenario == "presence":
+            session.log("  presence: members join one channel, query, publish, typing")
+            await session.presence()
+        elif scenario == "registry":
+            session.log("  registry: connect and disconnect, as /api/v1/stats counts them")
+            await session.registry()
+    finally:
+        await session.close()
+
+
+def run_channels(session: Session, plan: Plan, scenarios: list[str]) -> None:
+    # Each on fresh gateway processes (one start for both with --quick).
+    for scenario in scenarios:
+        if not session.gateways:
+            session.start(scenario)
+        asyncio.run(drive_channels(session, scenario))
+        if plan.fresh_for_load:
+            session.stop_gateways()
+
+
 def run_websocket(session: Session, plan: Plan, scenarios: list[str]) -> None:
     # Memory first, on its own processes; the load scenarios then get
     # fresh ones, so that nothing the crowd of idle clients left
@@ -283,15 +332,20 @@ def main(argv=None) -> int:
         return 0
     plan = make_plan(args)
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
-    unknown = sorted(set(scenarios) - set(WS_SCENARIOS + SSE_SCENARIOS))
+    unknown = sorted(set(scenarios) - set(ALL_SCENARIOS))
     if unknown:
         raise SystemExit(f"unknown scenarios: {', '.join(unknown)}")
     ws_scenarios = [s for s in scenarios if s in WS_SCENARIOS]
     sse_scenarios = [s for s in scenarios if s in SSE_SCENARIOS]
+    channel_scenarios = [s for s in CHANNEL_SCENARIOS if s in scenarios]
     backends = ["memory", "redis"] if args.backend == "both" else [args.backend]
     servers = ["daphne", "uvicorn"] if args.server == "both" else [args.server]
     write_docs = (not args.quick) if args.docs is None else args.docs
     wanted = [plan.clients, plan.memory_max]
+    if "presence" in channel_scenarios:
+        wanted.append(plan.presence_members)
+    if "registry" in channel_scenarios:
+        wanted.append(plan.registry_connections)
     if "sse-idle" in sse_scenarios:
         wanted.append(plan.sse_streams)
     raise_file_limit(max(wanted) + 1000)
@@ -348,6 +402,8 @@ def main(argv=None) -> int:
                 parts.append(("websocket", "error", run_websocket, ws_scenarios))
             if sse_scenarios:
                 parts.append(("sse", "sse_error", run_sse, sse_scenarios))
+            if channel_scenarios:
+                parts.append(("channels", "channels_error", run_channels, channel_scenarios))
             session.result["parts"] = [name for name, *_ in parts]
             try:
                 for _, error_key, run_part, part_scenarios in parts:
@@ -377,7 +433,9 @@ def main(argv=None) -> int:
         report.update_doc(run)
         print(f"updated {report.DOC}")
     print(f"took {run['seconds']} s")
-    failed = any(s.get("error") or s.get("sse_error") for s in run["sessions"])
+    failed = any(
+        s.get("error") or s.get("sse_error") or s.get("channels_error") for s in run["sessions"]
+    )
     return 1 if failed else 0
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import orjson
 
 from . import gateway as gw
+from .channel_scenarios import ChannelScenarios
 from .httpclient import POOLS
 from .sse_scenarios import SSEScenarios
 from .sseclient import SSEPool
@@ -85,6 +86,15 @@ class Plan:
     sse_channel: str = "bench-sse"
     replay_messages: int = 1000  # missed while away, replayed on reconnect
     replay_repeats: int = 5
+    # The channel scenarios (bench/channel_scenarios.py).
+    presence_members: int = 1000
+    presence_channel: str = "bench-presence"
+    presence_queries: int = 300
+    publish_rates: list = field(  # publish frames/s from one member, x members deliveries/s
+        default_factory=lambda: [1, 2, 5, 10, 15, 20, 30, 50]
+    )
+    typing_rate: float = 5.0  # typing frames/s from one member, for one step
+    registry_connections: int = 2000
 
     @classmethod
     def quick(cls, clients: int) -> "Plan":
@@ -104,6 +114,10 @@ class Plan:
             sse_hold_s=1.0,
             replay_messages=200,
             replay_repeats=2,
+            presence_members=200,
+            presence_queries=50,
+            publish_rates=[2, 5],
+            registry_connections=300,
             quiet_wait_s=0.0,
             noisy_cpu=float("inf"),
         )
@@ -174,7 +188,7 @@ class EchoBot(Sink):
         self.closed = True
 
 
-class Session(SSEScenarios):
+class Session(SSEScenarios, ChannelScenarios):
     """One backend on one ASGI server, from start to stop."""
 
     def __init__(

@@ -47,6 +47,9 @@ class WSClient(asyncio.Protocol):
         self.close_code: int | None = None
         self._waiters: dict[str, asyncio.Future] = {}
         self.errors: list[dict] = []
+        # Called with (client, frame, now) for every frame other than a message
+        # (presence, typing, ack, ...), when a scenario sets it.
+        self.frame_hook = None
 
     # -- asyncio.Protocol ---------------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -131,6 +134,8 @@ class WSClient(asyncio.Protocol):
             return
         frame = orjson.loads(payload)
         kind = frame.get("type")
+        if self.frame_hook is not None:
+            self.frame_hook(self, frame, now)
         if kind == "welcome":
             if not self.welcomed.done():
                 self.welcomed.set_result(frame)
