@@ -5,11 +5,7 @@ import itertools
 import signal
 import time
 
-import httpx
-import pytest
-
 from tests.servers import (
-    gateway_cluster,
     join_cluster,
     message_key,
     push,
@@ -19,23 +15,6 @@ from tests.servers import (
 )
 
 KILLED_GONE_WITHIN = 25.0  # s: the liveness TTL (15 s) plus slack for a loaded machine
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    with gateway_cluster(tmp_path_factory.mktemp("cluster")) as gateways:
-        yield gateways
-
-
-@pytest.fixture
-async def api(cluster):
-    """HTTP clients of gateway A and gateway B."""
-    a, b = cluster
-    async with (
-        httpx.AsyncClient(base_url=a.http, timeout=20) as http_a,
-        httpx.AsyncClient(base_url=b.http, timeout=20) as http_b,
-    ):
-        yield http_a, http_b
 
 
 async def test_both_processes_are_ready_on_redis_and_postgres(api):

@@ -6,29 +6,11 @@ import uuid
 
 import httpx
 import psycopg
-import pytest
 
-from tests.servers import gateway_cluster, push, wait_connections, ws_client, ws_url
+from tests.servers import push, wait_connections, ws_client, ws_url
 
 # The directory of handles is cached for 5 s per process; allow for a loaded machine.
 DIRECTORY_SETTLES_WITHIN = 15.0
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    with gateway_cluster(tmp_path_factory.mktemp("mentions")) as gateways:
-        yield gateways
-
-
-@pytest.fixture
-async def api(cluster):
-    """HTTP clients of gateway A and gateway B."""
-    a, b = cluster
-    async with (
-        httpx.AsyncClient(base_url=a.http, timeout=20) as http_a,
-        httpx.AsyncClient(base_url=b.http, timeout=20) as http_b,
-    ):
-        yield http_a, http_b
 
 
 async def test_a_bot_on_a_receives_a_mention_pushed_through_b(cluster, api, unique):

@@ -4,18 +4,11 @@ of connections whose process died without a goodbye."""
 import signal
 
 import orjson
-import pytest
 import redis.asyncio
 
-from tests.servers import REDIS_URL, gateway_cluster, join_cluster, ws_client, ws_url
+from tests.servers import REDIS_URL, join_cluster, ws_client, ws_url
 
 KILLED_LEAVE_WITHIN = 30.0  # s: liveness expires in 15 s, the sweep runs every 5 s
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    with gateway_cluster(tmp_path_factory.mktemp("presence")) as gateways:
-        yield gateways
 
 
 async def subscribe(client, channel: str) -> None:

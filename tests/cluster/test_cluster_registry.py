@@ -8,31 +8,13 @@ import time
 from http import HTTPStatus
 
 import httpx
-import pytest
 
-from tests.servers import gateway_cluster, join_cluster, push, ws_client, ws_url
+from tests.servers import join_cluster, push, ws_client, ws_url
 from tests.sse import open_events
 
 KILLED_GONE_WITHIN = 25.0  # s: the liveness TTL (15 s) plus slack for a loaded machine
 SEEN_WITHIN = 10.0  # s: a change seen from the other process
 BACKGROUND_EVENTS = frozenset({"presence", "typing"})
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    with gateway_cluster(tmp_path_factory.mktemp("cluster-registry")) as gateways:
-        yield gateways
-
-
-@pytest.fixture
-async def api(cluster):
-    """HTTP clients of gateway A and gateway B."""
-    a, b = cluster
-    async with (
-        httpx.AsyncClient(base_url=a.http, timeout=20) as http_a,
-        httpx.AsyncClient(base_url=b.http, timeout=20) as http_b,
-    ):
-        yield http_a, http_b
 
 
 async def get(http: httpx.AsyncClient, path: str, **params):

@@ -7,14 +7,8 @@ from http import HTTPStatus
 import httpx
 import pytest
 
-from tests.servers import gateway_cluster, ws_client, ws_url
+from tests.servers import ws_client, ws_url
 from tests.sse import SEED_SEND, SEND, open_send, response_event
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    with gateway_cluster(tmp_path_factory.mktemp("replies")) as gateways:
-        yield gateways
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import pytest
 from django_eventstream.utils import make_id
 
 from tests.servers import (
-    gateway_cluster,
     join_cluster,
     message_key,
     push,
@@ -23,23 +22,6 @@ from tests.sse import open_events
 
 KILLED_GONE_WITHIN = 25.0  # s: the liveness TTL (15 s) plus slack for a loaded machine
 STATS_WITHIN = 10.0  # s: a registration seen from the other process
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    with gateway_cluster(tmp_path_factory.mktemp("cluster-sse")) as gateways:
-        yield gateways
-
-
-@pytest.fixture
-async def api(cluster):
-    """HTTP clients of gateway A and gateway B."""
-    a, b = cluster
-    async with (
-        httpx.AsyncClient(base_url=a.http, timeout=20) as http_a,
-        httpx.AsyncClient(base_url=b.http, timeout=20) as http_b,
-    ):
-        yield http_a, http_b
 
 
 async def stats_until(http: httpx.AsyncClient, check, timeout: float) -> dict:
