@@ -425,10 +425,63 @@ SSE_HEADINGS = {
     "sse-fanout": "**One push to a channel every stream reads (sse-fanout)**",
     "sse-replay": "**Replay on reconnect with `Last-Event-ID` (sse-replay)**",
 }
-SSE_DATA = re.compile(r"<!-- bench:sse-data (\{.*?\}) -->")
-SSE_SECTIONS_END = "<!-- bench:sse-sections:end -->"
-SSE_SUMMARY_START = "<!-- bench:sse-summary:start -->"
-SSE_SUMMARY_END = "<!-- bench:sse-summary:end -->"
+
+
+def _data_pattern(part: str) -> re.Pattern:
+    return re.compile(rf"<!-- bench:{part}-data (\{{.*?\}}) -->")
+
+
+def _carry_over(
+    new: str, old: str, old_data: dict, data: dict, kept: list[str], *, part: str, headings: dict
+) -> str:
+    """Put the earlier results of the scenarios this run did not run (`kept`,
+    their summary keys already copied into `data`) into the new section, with
+    where they came from."""
+    data["kept_from"] = old_data.get("kept_from") or old_data.get("date")
+    new = _data_pattern(part).sub(
+        lambda _: f"<!-- bench:{part}-data {orjson.dumps(data).decode()} -->", new, count=1
+    )
+    blocks = [b for b in (_old_block(old, headings[name]) for name in kept) if b]
+    provenance = next((line for line in old.splitlines() if line.startswith(KEPT)), None) or next(
+        (line for line in old.splitlines() if line.startswith("Run ")), ""
+    )
+    if provenance.startswith("Run "):
+        provenance = f"{KEPT} ({', '.join(kept)}): {provenance}"
+    cut = new.find("\n\nGateway log")
+    if cut < 0:
+        cut = len(new)
+    return new[:cut] + "\n\n" + provenance + "".join("\n\n" + b for b in blocks) + new[cut:]
+
+
+def _replace_part(text: str, session: dict, body: str, merge, *, part: str, table) -> str:
+    """Replace one configuration's section of a part (`sse`, `channels`) of the
+    document, merged with its earlier version, and rebuild the part's summary."""
+    key = f"{part}-{key_of(session)}"
+    start, end = f"<!-- bench:{key}:start -->", f"<!-- bench:{key}:end -->"
+    sections_end = f"<!-- bench:{part}-sections:end -->"
+    summary_start = f"<!-- bench:{part}-summary:start -->"
+    summary_end = f"<!-- bench:{part}-summary:end -->"
+    if start in text and end in text:
+        old = text[text.index(start) + len(start) : text.index(end)]
+        block = f"{start}\n{merge(body, old, session)}\n{end}"
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
+    elif sections_end in text:
+        text = text.replace(sections_end, f"{start}\n{body}\n{end}\n\n{sections_end}")
+    else:
+        raise ValueError(f"{sections_end} is missing from {DOC.name}")
+    found = [orjson.loads(m.group(1)) for m in _data_pattern(part).finditer(text)]
+    order = {"daphne": 0, "uvicorn": 1}
+    found.sort(key=lambda s: (order.get(s["server"], 9), s["backend"] != "memory"))
+    if summary_start in text and summary_end in text:
+        text = (
+            text[: text.index(summary_start)]
+            + f"{summary_start}\n{table(found)}\n{summary_end}"
+            + text[text.index(summary_end) + len(summary_end) :]
+        )
+    return text
+
+
+SSE_DATA = _data_pattern("sse")
 
 
 def sse_summary(session: dict) -> dict:
@@ -606,46 +659,14 @@ def sse_merge(new: str, old: str, session: dict) -> str:
         for key in (name, f"{name}_peak", f"{name}_first_fail", f"{name}_ceiling"):
             if key in old_data:
                 data[key] = old_data[key]
-    data["kept_from"] = old_data.get("kept_from") or old_data.get("date")
-    new = SSE_DATA.sub(
-        lambda _: f"<!-- bench:sse-data {orjson.dumps(data).decode()} -->", new, count=1
-    )
-    blocks = [b for b in (_old_block(old, SSE_HEADINGS[name]) for name in kept) if b]
-    provenance = next((line for line in old.splitlines() if line.startswith(KEPT)), None) or next(
-        (line for line in old.splitlines() if line.startswith("Run ")), ""
-    )
-    if provenance.startswith("Run "):
-        provenance = f"{KEPT} ({', '.join(kept)}): {provenance}"
-    cut = new.find("\n\nGateway log")
-    if cut < 0:
-        cut = len(new)
-    return new[:cut] + "\n\n" + provenance + "".join("\n\n" + b for b in blocks) + new[cut:]
+    return _carry_over(new, old, old_data, data, kept, part="sse", headings=SSE_HEADINGS)
 
 
 def update_sse(text: str, session: dict, run: dict) -> str:
     """Replace one configuration's SSE section and rebuild the SSE summary."""
-    key = f"sse-{key_of(session)}"
-    start, end = f"<!-- bench:{key}:start -->", f"<!-- bench:{key}:end -->"
-    body = sse_section(session, run)
-    if start in text and end in text:
-        old = text[text.index(start) + len(start) : text.index(end)]
-        body = sse_merge(body, old, session)
-        block = f"{start}\n{body}\n{end}"
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
-    elif SSE_SECTIONS_END in text:
-        text = text.replace(SSE_SECTIONS_END, f"{start}\n{body}\n{end}\n\n{SSE_SECTIONS_END}")
-    else:
-        raise ValueError(f"{SSE_SECTIONS_END} is missing from {DOC.name}")
-    found = [orjson.loads(m.group(1)) for m in SSE_DATA.finditer(text)]
-    order = {"daphne": 0, "uvicorn": 1}
-    found.sort(key=lambda s: (order.get(s["server"], 9), s["backend"] != "memory"))
-    if SSE_SUMMARY_START in text and SSE_SUMMARY_END in text:
-        text = (
-            text[: text.index(SSE_SUMMARY_START)]
-            + f"{SSE_SUMMARY_START}\n{sse_summary_table(found)}\n{SSE_SUMMARY_END}"
-            + text[text.index(SSE_SUMMARY_END) + len(SSE_SUMMARY_END) :]
-        )
-    return text
+    return _replace_part(
+        text, session, sse_section(session, run), sse_merge, part="sse", table=sse_summary_table
+    )
 
 
 # --- Channels: presence and registry ---------------------------------------------
@@ -661,10 +682,7 @@ CH_HEADINGS = {
     "presence": "**One channel, many members: join, query, `publish`, `typing` (presence)**",
     "registry": "**Connect and disconnect as `/api/v1/stats` counts them (registry)**",
 }
-CH_DATA = re.compile(r"<!-- bench:channels-data (\{.*?\}) -->")
-CH_SECTIONS_END = "<!-- bench:channels-sections:end -->"
-CH_SUMMARY_START = "<!-- bench:channels-summary:start -->"
-CH_SUMMARY_END = "<!-- bench:channels-summary:end -->"
+CH_DATA = _data_pattern("channels")
 
 
 def channels_summary(session: dict) -> dict:
@@ -881,43 +899,16 @@ def channels_merge(new: str, old: str, session: dict) -> str:
         for key in CH_KEYS[name][1]:
             if key in old_data:
                 data[key] = old_data[key]
-    data["kept_from"] = old_data.get("kept_from") or old_data.get("date")
-    new = CH_DATA.sub(
-        lambda _: f"<!-- bench:channels-data {orjson.dumps(data).decode()} -->", new, count=1
-    )
-    blocks = [b for b in (_old_block(old, CH_HEADINGS[name]) for name in kept) if b]
-    provenance = next((line for line in old.splitlines() if line.startswith(KEPT)), None) or next(
-        (line for line in old.splitlines() if line.startswith("Run ")), ""
-    )
-    if provenance.startswith("Run "):
-        provenance = f"{KEPT} ({', '.join(kept)}): {provenance}"
-    cut = new.find("\n\nGateway log")
-    if cut < 0:
-        cut = len(new)
-    return new[:cut] + "\n\n" + provenance + "".join("\n\n" + b for b in blocks) + new[cut:]
+    return _carry_over(new, old, old_data, data, kept, part="channels", headings=CH_HEADINGS)
 
 
 def update_channels(text: str, session: dict, run: dict) -> str:
     """Replace one configuration's channels section and rebuild their summary."""
-    key = f"channels-{key_of(session)}"
-    start, end = f"<!-- bench:{key}:start -->", f"<!-- bench:{key}:end -->"
-    body = channels_section(session, run)
-    if start in text and end in text:
-        old = text[text.index(start) + len(start) : text.index(end)]
-        body = channels_merge(body, old, session)
-        block = f"{start}\n{body}\n{end}"
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
-    elif CH_SECTIONS_END in text:
-        text = text.replace(CH_SECTIONS_END, f"{start}\n{body}\n{end}\n\n{CH_SECTIONS_END}")
-    else:
-        raise ValueError(f"{CH_SECTIONS_END} is missing from {DOC.name}")
-    found = [orjson.loads(m.group(1)) for m in CH_DATA.finditer(text)]
-    order = {"daphne": 0, "uvicorn": 1}
-    found.sort(key=lambda s: (order.get(s["server"], 9), s["backend"] != "memory"))
-    if CH_SUMMARY_START in text and CH_SUMMARY_END in text:
-        text = (
-            text[: text.index(CH_SUMMARY_START)]
-            + f"{CH_SUMMARY_START}\n{channels_summary_table(found)}\n{CH_SUMMARY_END}"
-            + text[text.index(CH_SUMMARY_END) + len(CH_SUMMARY_END) :]
-        )
-    return text
+    return _replace_part(
+        text,
+        session,
+        channels_section(session, run),
+        channels_merge,
+        part="channels",
+        table=channels_summary_table,
+    )
