@@ -26,6 +26,6 @@ class AccountsConfig(AppConfig):
     verbose_name = "Accounts"
 
     def ready(self):
-        from . import directory  # noqa: F401 (connects the cache's signals)
+        from . import apikeys, directory  # noqa: F401 (connect the caches' signals)
 
         post_migrate.connect(ensure_public_accounts, sender=self)

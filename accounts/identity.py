@@ -1,21 +1,33 @@
 """Who is connecting: the one step that turns a connection's scope into a
-principal. A public account proves itself with its token (`?token=` or
-`Authorization: Bearer`); otherwise `?user_id=` is trusted as seed 000 has it
-(with `?user_id=ci_bot` connecting as that account). A `user_id` beside a
-token must name the token's own principal.
+principal, for WebSocket and SSE alike.
+
+Credentials, tried in order: a token (`?token=` or `Authorization: Bearer`),
+which is a JWT (`sub` is the user) or a public account's token; else the
+Django session of a logged-in user. With the transport's *_AUTH_REQUIRED
+switch off, a connection without credentials names itself with `?user_id=`
+as seed 000 has it (`?user_id=ci_bot` connecting as that account); with it
+on, it is refused. A `user_id` beside credentials must name their principal.
 """
 
 import re
 from dataclasses import dataclass
+from importlib import import_module
+from types import SimpleNamespace
 from urllib.parse import parse_qs
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.contrib.auth import aget_user
+from django.http.cookie import parse_cookie
 
-from . import directory
+from . import directory, failures, jwts
 from .models import PublicAccount
 
 # User ids are the application's own; keep them printable and bounded.
 USER_ID = re.compile(r"[^\x00-\x1f\x7f]{1,200}")
+
+
+PRIVATE_PREFIX = "private-"
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +37,8 @@ class Principal:
 
     user: str
     kind: str = "user"  # "user" | "account" | "anonymous"
+    # Private channels (globs) this principal may use: a JWT's `channels` claim.
+    channels: tuple[str, ...] = ()
 
     @property
     def is_account(self) -> bool:
@@ -34,6 +48,10 @@ class Principal:
     def is_anonymous(self) -> bool:
         return self.kind == "anonymous"
 
+    def may_use(self, channel: str) -> bool:
+        """Public channels are everyone's; a `private-*` one needs a grant."""
+        return not channel.startswith(PRIVATE_PREFIX) or jwts.grants(self.channels, channel)
+
 
 ANONYMOUS = Principal(user="", kind="anonymous")
 
@@ -42,8 +60,20 @@ class AuthenticationFailed(Exception):
     """The connection did not say who it is, or said it wrongly."""
 
 
+class BadCredential(AuthenticationFailed):
+    """A token was presented and is not valid: what a guesser gets (counted)."""
+
+
 class AccessDenied(Exception):
     """The connection is who it says, and may not connect."""
+
+
+class TooManyFailures(Exception):
+    """The client's address failed to authenticate too often; it waits."""
+
+    def __init__(self, retry_after: int):
+        self.retry_after = retry_after
+        super().__init__(f"Too many failed authentications; try again in {retry_after} s.")
 
 
 def is_valid_user_id(user_id: object) -> bool:
@@ -73,20 +103,88 @@ def _account_by_token(token: str) -> PublicAccount | None:
     return PublicAccount.by_token(token)
 
 
-async def aresolve(scope, *, anonymous: bool = False) -> Principal:
-    """The principal of a WebSocket (or SSE) connection; with `anonymous`,
-    a connection that names nobody is let in as ANONYMOUS."""
+def _cookie(scope, name: str) -> str | None:
+    for header, value in scope.get("headers", ()):
+        if header == b"cookie":
+            return parse_cookie(value.decode("latin-1")).get(name)
+    return None
+
+
+async def _from_token(token: str) -> Principal:
+    if jwts.looks_like_jwt(token):
+        try:
+            claims = jwts.decode(token)
+        except jwts.InvalidToken as exc:
+            raise BadCredential(str(exc)) from None
+        if not is_valid_user_id(claims.user):
+            raise AuthenticationFailed("The token's `sub` must be 1 to 200 printable characters.")
+        await _not_an_account(claims.user)
+        return Principal(user=claims.user, channels=claims.channels)
+    account = await sync_to_async(_account_by_token)(token)
+    if account is None:
+        raise BadCredential("The token is not valid.")
+    if not account.is_active:
+        raise AccessDenied(f"@{account.handle} is deactivated.")
+    return Principal(user=account.handle, kind="account")
+
+
+async def _from_session(scope) -> Principal | None:
+    """The logged-in Django user of the session cookie, if any."""
+    key = _cookie(scope, settings.SESSION_COOKIE_NAME)
+    if not key:
+        return None
+    store = import_module(settings.SESSION_ENGINE).SessionStore(key)
+    user = await aget_user(SimpleNamespace(session=store))
+    if not user.is_authenticated:
+        return None
+    name = user.get_username()
+    await _not_an_account(name)
+    return Principal(user=name)
+
+
+async def _not_an_account(user: str) -> None:
+    """A user's credential never makes its holder a public account: a bot
+    proves itself with its own token."""
+    if user in await directory.aaccounts():
+        raise AccessDenied(f"@{user} is a public account; it connects with its own token.")
+
+
+async def aresolve(scope, *, required: bool = False, anonymous: bool = False) -> Principal:
+    """The principal of a WebSocket (or SSE) connection. `required`: the
+    transport's *_AUTH_REQUIRED switch. With `anonymous` (and the switch off),
+    a connection that names nobody is let in as ANONYMOUS. An address that
+    presented bad tokens too often is refused first (TooManyFailures)."""
+    address = (scope.get("client") or (None,))[0]
+    wait = failures.retry_after(address)
+    if wait is not None:
+        raise TooManyFailures(wait)
+    try:
+        return await _aresolve(scope, required=required, anonymous=anonymous)
+    except BadCredential as exc:
+        failures.record(address, str(exc))
+        raise
+
+
+async def _aresolve(scope, *, required: bool, anonymous: bool) -> Principal:
     token = bearer_token(scope)
     user_id = query_params(scope).get("user_id")
     if token is not None:
-        account = await sync_to_async(_account_by_token)(token)
-        if account is None:
-            raise AuthenticationFailed("The token is not valid.")
-        if not account.is_active:
-            raise AccessDenied(f"@{account.handle} is deactivated.")
-        if user_id and user_id not in (account.handle, f"@{account.handle}"):
-            raise AccessDenied(f"The token is @{account.handle}'s; it cannot act as {user_id!r}.")
-        return Principal(user=account.handle, kind="account")
+        principal = await _from_token(token)
+    elif required or not user_id:
+        principal = await _from_session(scope)
+    else:
+        principal = None  # switched off: a named user_id is trusted over a browser's session
+    if principal is not None:
+        if user_id and user_id not in (principal.user, f"@{principal.user}"):
+            raise AccessDenied(
+                f"These credentials are {principal.user!r}'s, not {user_id[:200]!r}'s."
+            )
+        return principal
+    if required:
+        raise AuthenticationFailed(
+            "Authentication is required: a JWT or a public account's token "
+            "(?token= or Authorization: Bearer), or a Django session."
+        )
     if not user_id:
         if anonymous:
             return ANONYMOUS

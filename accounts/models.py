@@ -1,8 +1,10 @@
-"""Public accounts: bots such as `ci_bot`, addressed as `@ci_bot`."""
+"""Public accounts (bots such as `ci_bot`, addressed as `@ci_bot`), and API keys."""
 
+from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
+from rest_framework_api_key.models import AbstractAPIKey
 
 from . import tokens
 
@@ -65,3 +67,53 @@ class PublicAccount(models.Model):
             if tokens.matches(raw, account.token_hash):
                 return account
         return None
+
+
+SCOPES = ("push", "send", "admin")
+
+
+def validate_scopes(value) -> None:
+    """A non-empty list of distinct scopes among SCOPES."""
+    if not isinstance(value, list) or not value:
+        raise ValidationError("Give at least one scope.")
+    unknown = [s for s in value if s not in SCOPES]
+    if unknown:
+        raise ValidationError(
+            f"Unknown scope(s): {', '.join(map(str, unknown))}; use {', '.join(SCOPES)}."
+        )
+    if len(set(value)) != len(value):
+        raise ValidationError("Name each scope once.")
+
+
+class ApiKey(AbstractAPIKey):
+    """A backend's key to the HTTP API: `X-API-Key: <prefix>.<secret>`.
+
+    The raw key is shown once when it is made; the row keeps its prefix (to
+    find it) and a SHA-512 hash compared in constant time (AbstractAPIKey).
+    Revoked, never deleted, so what a key did stays attributable.
+    """
+
+    scopes = models.JSONField(
+        default=list,
+        validators=[validate_scopes],
+        help_text="push: the push endpoints; send: send-with-reply; "
+        "admin: the registry, stats and minting connection tokens.",
+    )
+    last_used_at = models.DateTimeField("last used", null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField("revoked at", null=True, blank=True, editable=False)
+
+    class Meta(AbstractAPIKey.Meta):
+        verbose_name = "API key"
+        verbose_name_plural = "API keys"
+
+    def save(self, *args, **kwargs):
+        if self.revoked and self.revoked_at is None:
+            self.revoked_at = timezone.now()
+            if kwargs.get("update_fields") is not None:
+                kwargs["update_fields"] = {*kwargs["update_fields"], "revoked_at"}
+        super().save(*args, **kwargs)
+
+    def revoke(self) -> None:
+        """Refuse the key from now on (other processes within apikeys.CACHE_TTL)."""
+        self.revoked = True
+        self.save(update_fields=["revoked"])

@@ -2,12 +2,13 @@
 
 import asyncio
 import contextlib
+from urllib.parse import urlparse
 
 from channels.security.websocket import OriginValidator
 from django.conf import settings
 
 from . import envelope
-from .errors import TooLarge
+from .errors import Forbidden, TooLarge
 
 # An oversized body is read and dropped up to this many times the limit, for
 # at most this long, before the 413 goes out.
@@ -26,6 +27,28 @@ class BrowserOriginValidator(OriginValidator):
         if parsed_origin is None:
             return True
         return super().valid_origin(parsed_origin)
+
+
+def cors_headers(scope) -> list[tuple[bytes, bytes]]:
+    """The CORS headers for a browser request from an allowed origin, none
+    for a request without `Origin` (not a browser); raises Forbidden for an
+    origin ALLOWED_ORIGINS does not match."""
+    origin = dict(scope.get("headers", ())).get(b"origin")
+    if origin is None:
+        return []
+    try:
+        parsed = urlparse(origin.decode("latin-1"))
+    except ValueError:
+        parsed = None
+    if parsed is None or not BrowserOriginValidator(None, settings.ALLOWED_ORIGINS).valid_origin(
+        parsed
+    ):
+        raise Forbidden("This origin is not allowed (ALLOWED_ORIGINS).")
+    return [
+        (b"access-control-allow-origin", origin),
+        (b"access-control-allow-credentials", b"true"),
+        (b"vary", b"Origin"),
+    ]
 
 
 class BodyLimit:

@@ -17,3 +17,25 @@ def embedded_default_in_production(app_configs, **kwargs):
             id="bridge.W001",
         )
     ]
+
+
+@checks.register(checks.Tags.security)
+def authentication_switched_off(app_configs, **kwargs):
+    """A deployment with an auth switch off trusts whatever user id a client names."""
+    if settings.DEBUG:
+        return []
+    off = [
+        name
+        for name in ("WEBSOCKET_AUTH_REQUIRED", "SSE_AUTH_REQUIRED", "API_AUTH_REQUIRED")
+        if not getattr(settings, name)
+    ]
+    if not off:
+        return []
+    return [
+        checks.Warning(
+            f"{', '.join(off)} false with DEBUG=false: clients are trusted with any "
+            "`user_id` they name, and the API is open to anyone who can reach it.",
+            hint="Leave the switches on in production; connect with JWTs or tokens.",
+            id="bridge.W002",
+        )
+    ]

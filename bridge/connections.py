@@ -22,6 +22,7 @@ from . import addressing, envelope, heartbeats, metrics, presence
 from .backends import get_backend
 from .errors import (
     DuplicateConnection,
+    ForbiddenAction,
     Replaced,
     ServerShutdown,
     TooManyConnections,
@@ -239,8 +240,16 @@ class Connection:
                 fields={"channel": ["too many subscriptions"]},
             )
 
+    def authorize(self, channel: str) -> None:
+        """Refuse an action on a channel this principal may not use."""
+        if not self.principal.may_use(channel):
+            raise ForbiddenAction(
+                f"{channel!r} is private: it needs a token whose `channels` claim grants it."
+            )
+
     async def asubscribe(self, *, channel: str, since: tuple[int, int] | None) -> int:
         """Join a channel, replaying what came after `since`; returns the replay count."""
+        self.authorize(channel)
         if channel in self.channels:
             return 0
         self._check_subscriptions(len(self.channels) + 1)

@@ -63,12 +63,17 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         # Accept first so that a refused client learns why from a close code.
         await self.accept()
         try:
-            principal = await identity.aresolve(self.scope)
+            principal = await identity.aresolve(
+                self.scope, required=settings.WEBSOCKET_AUTH_REQUIRED
+            )
         except identity.AuthenticationFailed as exc:
             await self._refuse(NotAuthenticated(str(exc)))
             return
         except identity.AccessDenied as exc:
             await self._refuse(Forbidden(str(exc)))
+            return
+        except identity.TooManyFailures as exc:
+            await self._refuse(RateLimited(str(exc)))
             return
         sock = LocalSocket(
             self.base_send,
@@ -153,6 +158,8 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             request = protocol.parse(text_data)
             if request.dialect == "seed004" and conn.sock.transform is None:
                 conn.sock.transform = dialects.seed004
+            if "channel" in request.fields:
+                conn.authorize(request.fields["channel"])
             await HANDLERS[request.action](self, conn, request)
         except BridgeError as exc:
             if exc.request_id is None and request is not None:

@@ -76,6 +76,12 @@ class Forbidden(BridgeError):
     default_message = "Not allowed."
 
 
+class ForbiddenAction(Forbidden):
+    """One action refused; the connection stays."""
+
+    close_code = None
+
+
 class NotFound(BridgeError):
     code = "not_found"
     http_status = 404
@@ -113,6 +119,14 @@ class Unavailable(BridgeError):
     http_status = 503
     close_code = 1011
     default_message = "The gateway cannot reach its storage right now; try again."
+
+
+class NotConfigured(BridgeError):
+    """A feature this deployment has no settings for: retrying will not help."""
+
+    code = "not_configured"
+    http_status = 503
+    default_message = "This gateway is not configured for that."
 
 
 class SlowConsumer(BridgeError):

@@ -15,6 +15,7 @@ import functools
 import io
 import logging
 import weakref
+from http import HTTPStatus
 from urllib.parse import quote, unquote
 
 from channels.consumer import AsyncConsumer, get_handler_name
@@ -27,11 +28,13 @@ from django_eventstream.utils import get_channelmanager, parse_last_event_id, ss
 from accounts import identity
 
 from . import addressing, envelope, metrics
+from .asgi import cors_headers
 from .connections import Connection
 from .errors import (
     BridgeError,
     Forbidden,
     NotAuthenticated,
+    RateLimited,
     SlowConsumer,
     Unavailable,
     Validation,
@@ -47,15 +50,15 @@ KEEP_ALIVE = {"type": "http.response.body", "body": b": keep-alive\n\n", "more_b
 
 class GatewayChannelManager(ChannelManagerBase):
     """Channels named by `?channel=` (repeatable) or seed 003's `?channel_id=`;
-    every one is readable, `private-*` ones only with an authorization that
-    grants them (none exists yet, so they are refused)."""
+    every one is readable, `private-*` ones only by a principal whose JWT
+    `channels` claim grants them."""
 
     def get_channels_for_request(self, request, view_kwargs):
         names = request.GET.getlist("channel") + request.GET.getlist("channel_id")
         return list(dict.fromkeys(n for n in names if n))
 
     def can_read_channel(self, user, channel):
-        return not channel.startswith("private-")
+        return user.may_use(channel)
 
     def is_channel_reliable(self, channel):
         return True
@@ -66,11 +69,12 @@ class SSESocket(LocalSocket):
     `id:` (the resume position in every stream), `event:` (its event_type)
     and `data:` (the envelope)."""
 
-    __slots__ = ("_asgi_send", "_id", "_pieces", "started")
+    __slots__ = ("_asgi_send", "_headers", "_id", "_pieces", "started")
 
-    def __init__(self, send, *, max_backlog: int, on_overflow):
+    def __init__(self, send, *, max_backlog: int, on_overflow, headers=()):
         super().__init__(self._send_event, max_backlog=max_backlog, on_overflow=on_overflow)
         self._asgi_send = send
+        self._headers = list(headers)  # CORS, for a browser on another origin
         self.positions = {}
         self._pieces: dict[str, str] = {}
         self._id: bytes | None = None
@@ -81,7 +85,7 @@ class SSESocket(LocalSocket):
             # The response starts with the first event, so that a stream
             # refused while opening still gets a plain HTTP error.
             self.started = True
-            await self._asgi_send(_response_start())
+            await self._asgi_send(_response_start(self._headers))
             await self._asgi_send(_retry_hint())
         await self._asgi_send(message)
 
@@ -147,7 +151,7 @@ def _event_name(text: str) -> str:
     return envelope.loads(text)["type"]
 
 
-def _response_start() -> dict:
+def _response_start(extra: list[tuple[bytes, bytes]]) -> dict:
     return {
         "type": "http.response.start",
         "status": 200,
@@ -156,8 +160,17 @@ def _response_start() -> dict:
             # Proxies and browsers must neither cache nor hold events back.
             (b"cache-control", b"no-cache"),
             (b"x-accel-buffering", b"no"),
+            *extra,
         ],
     }
+
+
+# What a cross-origin client that sends headers (fetch, not EventSource) may ask.
+PREFLIGHT = [
+    (b"access-control-allow-methods", b"GET"),
+    (b"access-control-allow-headers", b"Authorization, Last-Event-ID, Cache-Control"),
+    (b"access-control-max-age", b"600"),
+]
 
 
 class EventStreamConsumer(AsyncConsumer):
@@ -165,6 +178,7 @@ class EventStreamConsumer(AsyncConsumer):
     and the channels asked for, replayed from `Last-Event-ID`, then live."""
 
     conn: Connection | None = None
+    cors: list[tuple[bytes, bytes]] = []
 
     async def __call__(self, scope, receive, send):
         try:
@@ -185,7 +199,10 @@ class EventStreamConsumer(AsyncConsumer):
         if self.conn is not None or message.get("more_body"):
             return  # a GET has no body worth reading
         try:
-            await self._open()
+            self.cors = cors_headers(self.scope)
+            preflight = self.scope["method"] == "OPTIONS" and bool(self.cors)
+            if not preflight:
+                await self._open()
         except BridgeError as exc:
             await self._answer(exc)
             raise StopConsumer() from None
@@ -193,6 +210,11 @@ class EventStreamConsumer(AsyncConsumer):
             log.exception("opening an SSE stream failed")
             await self._answer(Unavailable())
             raise StopConsumer() from None
+        if preflight:
+            start = {"type": "http.response.start", "status": HTTPStatus.NO_CONTENT}
+            await self.base_send({**start, "headers": [*self.cors, *PREFLIGHT]})
+            await self.base_send({"type": "http.response.body", "body": b""})
+            raise StopConsumer()
 
     async def _open(self) -> None:
         if self.scope["method"] != "GET":
@@ -200,18 +222,25 @@ class EventStreamConsumer(AsyncConsumer):
         request = ASGIRequest(self.scope, io.BytesIO())
         owner = self.scope.get("url_route", {}).get("kwargs", {}).get("user_id")
         try:
-            principal = await identity.aresolve(self.scope, anonymous=owner is None)
+            principal = await identity.aresolve(
+                self.scope, required=settings.SSE_AUTH_REQUIRED, anonymous=owner is None
+            )
         except identity.AuthenticationFailed as exc:
             raise NotAuthenticated(str(exc)) from None
         except identity.AccessDenied as exc:
             raise Forbidden(str(exc)) from None
+        except identity.TooManyFailures as exc:
+            raise RateLimited(str(exc)) from None
         if owner is not None and owner != principal.user:
             raise Forbidden("A personal stream is readable only by its own user.")
         channels = _channels(request, principal)
         if principal.is_anonymous and not channels:
             raise NotAuthenticated("Connect with ?user_id=<your id>, a token, or ?channel=.")
         sock = SSESocket(
-            self.base_send, max_backlog=settings.SSE_SEND_QUEUE, on_overflow=self._overflowed
+            self.base_send,
+            max_backlog=settings.SSE_SEND_QUEUE,
+            on_overflow=self._overflowed,
+            headers=self.cors,
         )
         conn = Connection(
             principal=principal, channel_name=self.channel_name, sock=sock, transport="sse"
@@ -240,6 +269,7 @@ class EventStreamConsumer(AsyncConsumer):
                     "headers": [
                         (b"content-type", b"application/json"),
                         (b"content-length", str(len(body)).encode()),
+                        *self.cors,
                     ],
                 }
             )

@@ -20,12 +20,17 @@ gateway's way (`server_shutdown`, then 1001 on a WebSocket; an `error` event
 on a stream) and unregistered, within SHUTDOWN_GRACE seconds; then Daphne
 cancels what is left and stops.
 
+Daphne's access log writes each request line whole, query string included;
+credentials a client may put there (`?token=`, `?api_key=`) are masked.
+
 Everything else is Daphne's own CLI.
 """
 
 import asyncio
 import logging
+import re
 
+from daphne.access import AccessLogGenerator
 from daphne.cli import CommandLineInterface
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
@@ -109,6 +114,16 @@ def kill_all_applications(self):
     return closing
 
 
+SECRET_PARAMS = re.compile(r"(?i)([?&](?:token|access_token|api_key|apikey)=)[^&\s\"]*")
+_write_entry = AccessLogGenerator.write_entry
+
+
+def write_entry(self, host, date, request, *args, **kwargs):
+    """Daphne's access log line, with credentials in the query string masked."""
+    _write_entry(self, host, date, SECRET_PARAMS.sub(r"\1[masked]", request), *args, **kwargs)
+
+
+AccessLogGenerator.write_entry = write_entry
 WebSocketProtocol.serverClose = server_close
 Server.kill_all_applications = kill_all_applications
 WebSocketFactory.__init__ = factory_init

@@ -4,9 +4,11 @@ Defaults suit development on one machine (SQLite, in-memory channel layer);
 production secrets have no default.
 """
 
+import re
 from pathlib import Path
 
 import environ
+from corsheaders.defaults import default_headers as default_cors_headers
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -24,11 +26,36 @@ if not SECRET_KEY:
     SECRET_KEY = "dev-only-insecure-secret-key"  # noqa: S105 (development default)
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["*"] if DEBUG else ["localhost", "127.0.0.1"])
-# Browser origins allowed on WebSocket handshakes (and, later, CORS and SSE).
+# Browser origins allowed on WebSocket handshakes and event streams, and given
+# CORS headers by the API and the streams.
 # Patterns as Channels' OriginValidator reads them: "*", "example.com",
 # ".example.com", "https://example.com:8443". A client without an Origin header
 # (wscat, curl, server-side clients) is not a browser and is let through.
 ALLOWED_ORIGINS = env.list("ALLOWED_ORIGINS", default=["*"] if DEBUG else ALLOWED_HOSTS)
+
+# --- Authentication -------------------------------------------------------------
+# Each transport asks who is connecting unless switched off (seed 000's trusted
+# `?user_id=`); on by default unless DEBUG.
+WEBSOCKET_AUTH_REQUIRED = env.bool("WEBSOCKET_AUTH_REQUIRED", default=not DEBUG)
+SSE_AUTH_REQUIRED = env.bool("SSE_AUTH_REQUIRED", default=not DEBUG)
+API_AUTH_REQUIRED = env.bool("API_AUTH_REQUIRED", default=not DEBUG)
+# Connection tokens: HS256 with JWT_SECRET and/or RS256 with JWT_PUBLIC_KEY
+# (PEM); JWT_PRIVATE_KEY (PEM) signs minted tokens with RS256 instead of HS256.
+JWT_SECRET = env.str("JWT_SECRET", default="")
+JWT_PUBLIC_KEY = env.str("JWT_PUBLIC_KEY", default="", multiline=True)
+JWT_PRIVATE_KEY = env.str("JWT_PRIVATE_KEY", default="", multiline=True)
+JWT_AUDIENCE = env.str("JWT_AUDIENCE", default="")
+JWT_ISSUER = env.str("JWT_ISSUER", default="")
+JWT_LEEWAY = env.int("JWT_LEEWAY", default=0)  # seconds of clock skew tolerated
+JWT_TTL = env.int("JWT_TTL", default=3600)  # lifetime of a minted token, seconds
+# Failed authentications one client address may make per window (seconds)
+# before it is refused (4429 / HTTP 429) until the window ends.
+AUTH_FAILURE_LIMIT = env.int("AUTH_FAILURE_LIMIT", default=20)
+AUTH_FAILURE_WINDOW = env.int("AUTH_FAILURE_WINDOW", default=60)
+# HTTP API requests per second per API key (or per client address without
+# one), with bursts of API_RATE_BURST; past it 429 with Retry-After.
+API_RATE_LIMIT = env.float("API_RATE_LIMIT", default=1000.0)
+API_RATE_BURST = env.int("API_RATE_BURST", default=2000)
 
 INSTALLED_APPS = [
     "daphne",
@@ -42,6 +69,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "channels",
+    # For AbstractAPIKey (accounts.ApiKey); its own APIKey model stays unused.
+    "rest_framework_api_key",
     "accounts",
     "bridge",
 ]
@@ -196,11 +225,19 @@ for _name, _value in {
     "WEBSOCKET_MAX_MISSED_PONGS": WEBSOCKET_MAX_MISSED_PONGS,
     "WEBSOCKET_RATE_BURST": WEBSOCKET_RATE_BURST,
     "MAX_CONNECTIONS_PER_USER": MAX_CONNECTIONS_PER_USER,
+    "JWT_TTL": JWT_TTL,
+    "AUTH_FAILURE_LIMIT": AUTH_FAILURE_LIMIT,
+    "AUTH_FAILURE_WINDOW": AUTH_FAILURE_WINDOW,
+    "API_RATE_BURST": API_RATE_BURST,
 }.items():
     if _value < 1:
         raise ImproperlyConfigured(f"{_name} must be at least 1, got {_value}.")
 if WEBSOCKET_RATE_LIMIT <= 0:
     raise ImproperlyConfigured(f"WEBSOCKET_RATE_LIMIT must be above 0, got {WEBSOCKET_RATE_LIMIT}.")
+if API_RATE_LIMIT <= 0:
+    raise ImproperlyConfigured(f"API_RATE_LIMIT must be above 0, got {API_RATE_LIMIT}.")
+if JWT_LEEWAY < 0:
+    raise ImproperlyConfigured(f"JWT_LEEWAY must not be negative, got {JWT_LEEWAY}.")
 if SHUTDOWN_GRACE < 0:
     raise ImproperlyConfigured(f"SHUTDOWN_GRACE must not be negative, got {SHUTDOWN_GRACE}.")
 if WS_DUPLICATE_POLICY not in {"allow", "reject", "replace"}:
@@ -217,6 +254,7 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["bridge.api.codec.ORJSONRenderer"],
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    "DEFAULT_THROTTLE_CLASSES": ["bridge.api.throttles.ClientRateThrottle"],
     "UNAUTHENTICATED_USER": None,
     "EXCEPTION_HANDLER": "bridge.api.errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -228,8 +266,18 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
 }
 
+# CORS for the API from the same ALLOWED_ORIGINS: full origins as they are,
+# bare domains ("example.com", ".example.com" with its subdomains) on any
+# scheme and port, as the WebSocket check reads them.
 CORS_ALLOWED_ORIGINS = [o for o in ALLOWED_ORIGINS if "://" in o]
+CORS_ALLOWED_ORIGIN_REGEXES = [
+    rf"^[a-z][a-z0-9+.-]*://{'([^/]+[.])?' if o.startswith('.') else ''}"
+    rf"{re.escape(o.lstrip('.'))}(:[0-9]+)?$"
+    for o in ALLOWED_ORIGINS
+    if "://" not in o and o != "*"
+]
 CORS_ALLOW_ALL_ORIGINS = "*" in ALLOWED_ORIGINS
+CORS_ALLOW_HEADERS = (*default_cors_headers, "x-api-key", "last-event-id")
 
 # --- Logging -----------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")

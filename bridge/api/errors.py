@@ -40,6 +40,8 @@ def exception_handler(exc, context):
         headers = {}
         if getattr(exc, "wait", None):
             headers["Retry-After"] = str(int(exc.wait))
+        if getattr(exc, "auth_header", None):
+            headers["WWW-Authenticate"] = exc.auth_header
         code = CODES.get(type(exc), exc.default_code)
         return Response({"error": code, "detail": exc.detail}, exc.status_code, headers=headers)
     log.exception("unhandled API error", exc_info=exc)

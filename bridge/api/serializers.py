@@ -1,5 +1,7 @@
 """What the HTTP API accepts and answers."""
 
+import re
+
 from django.conf import settings
 from rest_framework import serializers
 
@@ -407,3 +409,42 @@ class SeedNotificationIn(StrictSerializer):
         else:
             target = Target("broadcast")
         return PushItem(target=target, data=data, event_type="notification")
+
+
+# -- Connection tokens ----------------------------------------------------------------
+CHANNEL_GLOB = re.compile(r"[A-Za-z0-9_.:=@*?\[\]!-]{1,100}")
+MAX_TOKEN_CHANNELS = 100
+MAX_TOKEN_TTL = 24 * 3600
+
+
+class TokenIn(StrictSerializer):
+    """`POST tokens`: a connection token for `user_id`."""
+
+    user_id = UserIdField()
+    channels = serializers.ListField(
+        child=StringField(trim_whitespace=False),
+        required=False,
+        default=list,
+        max_length=MAX_TOKEN_CHANNELS,
+        help_text="Private channels the holder may use; shell-style globs (`private-team-*`).",
+    )
+    ttl = IntField(
+        required=False,
+        min_value=1,
+        max_value=MAX_TOKEN_TTL,
+        help_text="Lifetime in seconds; JWT_TTL when absent.",
+    )
+
+    def validate_channels(self, value):
+        bad = [name for name in value if not CHANNEL_GLOB.fullmatch(name)]
+        if bad:
+            raise serializers.ValidationError(
+                "Each must match [A-Za-z0-9_.:=@-]{1,100}, with the globs * ? [ ] !."
+            )
+        return value
+
+
+class TokenOut(serializers.Serializer):
+    token = serializers.CharField(help_text="A JWT: `?token=` or `Authorization: Bearer`.")
+    user_id = serializers.CharField()
+    expires_at = serializers.IntegerField(help_text="Its `exp`, in seconds since the epoch.")

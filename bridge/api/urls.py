@@ -10,6 +10,7 @@ from .views import (
     PushView,
     SendView,
     StatsView,
+    TokensView,
     UserView,
 )
 
@@ -24,6 +25,7 @@ urlpatterns = [
     path("channels/<path:name>", ChannelView.as_view(), name="channel"),
     path("users/<path:user_id>", UserView.as_view(), name="user"),
     path("public-accounts", PublicAccountsView.as_view(), name="public-accounts"),
+    path("tokens", TokensView.as_view(), name="tokens"),
     path("schema", SpectacularJSONAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]

@@ -6,12 +6,18 @@ from http import HTTPStatus
 from adrf.views import APIView
 from django.http import StreamingHttpResponse
 from drf_spectacular.utils import OpenApiExample, extend_schema
+from rest_framework import exceptions
 from rest_framework.response import Response
+from rest_framework.views import APIView as SyncAPIView
+
+from accounts import directory, jwts
+from accounts.authentication import ApiKeyAuthentication
 
 from .. import registry, services
 from ..addressing import is_valid_channel, is_valid_user_id
-from ..errors import Validation
+from ..errors import NotConfigured, Validation
 from .codec import EventStreamRenderer, ORJSONRenderer, sse_event
+from .permissions import AdminScope, AnyKey, PushScope, SendScope
 from .serializers import (
     BatchOut,
     ChannelOut,
@@ -26,6 +32,8 @@ from .serializers import (
     SeedSSEChannelIn,
     SendIn,
     StatsOut,
+    TokenIn,
+    TokenOut,
     UserOut,
     query_data,
     validate_batch,
@@ -36,8 +44,13 @@ class GatewayAPIView(APIView):
     """An async DRF view that runs DRF's `initial()` on the event loop.
 
     adrf hops to a thread for it; here it only negotiates content and checks
-    permissions that need no database, so the hop is pure cost.
+    permissions that need no database, so the hop is pure cost. The API key
+    is checked before it, awaited (its first check reads the database).
+    A view that names no scope needs `admin`.
     """
+
+    authentication_classes = [ApiKeyAuthentication]
+    permission_classes = [AdminScope]
 
     async def async_dispatch(self, request, *args, **kwargs):
         self.args, self.kwargs = args, kwargs
@@ -45,6 +58,7 @@ class GatewayAPIView(APIView):
         self.request = request
         self.headers = self.default_response_headers
         try:
+            await self.aperform_authentication(request)
             self.initial(request, *args, **kwargs)
             handler = getattr(self, request.method.lower(), self.http_method_not_allowed)
             response = handler(request, *args, **kwargs)
@@ -55,6 +69,25 @@ class GatewayAPIView(APIView):
         self.response = self.finalize_response(request, response, *args, **kwargs)
         return self.response
 
+    def check_throttles(self, request):
+        # adrf's own goes through async_to_sync, which cannot run on the event
+        # loop; the throttle here is synchronous and in memory.
+        SyncAPIView.check_throttles(self, request)
+
+    async def aperform_authentication(self, request):
+        """DRF's `Request._authenticate`, with each authenticator awaited."""
+        for authenticator in request.authenticators:
+            try:
+                user_auth = await authenticator.aauthenticate(request)
+            except exceptions.APIException:
+                request._not_authenticated()
+                raise
+            if user_auth is not None:
+                request._authenticator = authenticator
+                request.user, request.auth = user_auth
+                return
+        request._not_authenticated()
+
 
 class PushView(GatewayAPIView):
     """Push one message to a user, a channel or every connection.
@@ -62,6 +95,8 @@ class PushView(GatewayAPIView):
     Answers 202 with the message id, the number of connections it was written
     to, whether the target was online, and whether it was kept for later.
     """
+
+    permission_classes = [PushScope]
 
     @extend_schema(
         request=PushIn,
@@ -83,6 +118,8 @@ class PushBatchView(GatewayAPIView):
     keyed by its index, and nothing is delivered.
     """
 
+    permission_classes = [PushScope]
+
     @extend_schema(
         request=PushIn(many=True),
         responses={202: BatchOut},
@@ -103,6 +140,8 @@ class PushBatchView(GatewayAPIView):
 class PublicAccountsView(GatewayAPIView):
     """The active public accounts: who can be addressed as @handle, and
     whether each is connected now."""
+
+    permission_classes = [AnyKey]
 
     @extend_schema(responses={200: PublicAccountOut(many=True)}, summary="List public accounts")
     async def get(self, request):
@@ -128,6 +167,7 @@ class SendView(GatewayAPIView):
     or with `event: timeout`. A correlation id still waiting answers 409.
     """
 
+    permission_classes = [SendScope]
     renderer_classes = [ORJSONRenderer, EventStreamRenderer]
 
     @extend_schema(
@@ -211,10 +251,45 @@ class UserView(GatewayAPIView):
         return Response(await registry.auser(user_id=user_id))
 
 
+class TokensView(GatewayAPIView):
+    """Mint a connection token (JWT) for a user: a backend hands it to its
+    client without holding the signing key itself."""
+
+    @extend_schema(
+        request=TokenIn,
+        responses={201: TokenOut},
+        summary="Mint a connection token for a user",
+        examples=[
+            OpenApiExample("a user", {"user_id": "user1", "channels": ["private-team-*"]}),
+        ],
+    )
+    async def post(self, request):
+        body = TokenIn(data=request.data)
+        body.is_valid(raise_exception=True)
+        attrs = body.validated_data
+        if attrs["user_id"] in await directory.aaccounts():
+            raise Validation(
+                "A public account connects with its own token, not a minted one.",
+                fields={"user_id": ["a public account's handle"]},
+            )
+        try:
+            token, expires_at = jwts.mint(
+                user=attrs["user_id"], channels=tuple(attrs["channels"]), ttl=attrs.get("ttl")
+            )
+        except jwts.InvalidToken as exc:  # no signing key configured
+            raise NotConfigured(str(exc)) from None
+        return Response(
+            {"token": token, "user_id": attrs["user_id"], "expires_at": expires_at},
+            status=HTTPStatus.CREATED,
+        )
+
+
 # -- Seed 002's push paths ------------------------------------------------------------
 class SeedBroadcastView(GatewayAPIView):
     """`POST /ws/broadcast`: `{"message": …}` to every connection, as a
     broadcast push whose `data` is the message."""
+
+    permission_classes = [PushScope]
 
     @extend_schema(request=SeedBroadcastIn, responses={202: ReceiptOut}, summary="Seed 002")
     async def post(self, request):
@@ -227,6 +302,8 @@ class SeedBroadcastView(GatewayAPIView):
 class SeedChannelMessageView(GatewayAPIView):
     """`POST /ws/send-to-channel`: `message` to a channel; `persist: false`
     reaches the live subscribers only and is never replayed."""
+
+    permission_classes = [PushScope]
 
     @extend_schema(request=SeedChannelMessageIn, responses={202: ReceiptOut}, summary="Seed 002")
     async def post(self, request):
@@ -244,6 +321,8 @@ class SeedSSEChannelView(GatewayAPIView):
     """`POST /sse/send-to-channel`: `data` to a channel as an event named
     `event` (its `event_type`)."""
 
+    permission_classes = [PushScope]
+
     @extend_schema(request=SeedSSEChannelIn, responses={202: ReceiptOut}, summary="Seed 002")
     async def post(self, request):
         body = SeedSSEChannelIn(data=request.data)
@@ -255,6 +334,8 @@ class SeedSSEChannelView(GatewayAPIView):
 class SeedNotificationView(GatewayAPIView):
     """`POST /sse/notification`: a `notification` event (`title`, `content`,
     `type`) to everyone, or to `user_id` or `channel`."""
+
+    permission_classes = [PushScope]
 
     @extend_schema(request=SeedNotificationIn, responses={202: ReceiptOut}, summary="Seed 002")
     async def post(self, request):
