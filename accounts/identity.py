@@ -39,6 +39,9 @@ class Principal:
     kind: str = "user"  # "user" | "account" | "anonymous"
     # Private channels (globs) this principal may use: a JWT's `channels` claim.
     channels: tuple[str, ...] = ()
+    # A public account limited to some users / channels (globs); None: not limited.
+    serves_users: tuple[str, ...] | None = None
+    serves_channels: tuple[str, ...] | None = None
 
     @property
     def is_account(self) -> bool:
@@ -49,8 +52,15 @@ class Principal:
         return self.kind == "anonymous"
 
     def may_use(self, channel: str) -> bool:
-        """Public channels are everyone's; a `private-*` one needs a grant."""
+        """Public channels are everyone's, a `private-*` one needs a grant; a
+        bot limited to some channels may use those (private ones included)."""
+        if self.serves_channels is not None:
+            return jwts.grants(self.serves_channels, channel)
         return not channel.startswith(PRIVATE_PREFIX) or jwts.grants(self.channels, channel)
+
+    def may_address(self, user: str) -> bool:
+        """Whether this principal may send to `user` (a bot limited to some users)."""
+        return self.serves_users is None or jwts.grants(self.serves_users, user.lstrip("@"))
 
 
 ANONYMOUS = Principal(user="", kind="anonymous")
@@ -125,7 +135,18 @@ async def _from_token(token: str) -> Principal:
         raise BadCredential("The token is not valid.")
     if not account.is_active:
         raise AccessDenied(f"@{account.handle} is deactivated.")
-    return Principal(user=account.handle, kind="account")
+    return _account_principal(account)
+
+
+def _account_principal(account: PublicAccount) -> Principal:
+    users, channels = account.limits()
+    return Principal(
+        user=account.handle, kind="account", serves_users=users, serves_channels=channels
+    )
+
+
+def _account_by_handle(handle: str) -> PublicAccount | None:
+    return PublicAccount.objects.filter(handle=handle).first()
 
 
 async def _from_session(scope) -> Principal | None:
@@ -196,4 +217,7 @@ async def _aresolve(scope, *, required: bool, anonymous: bool) -> Principal:
         return Principal(user=user_id)
     if not active:
         raise AccessDenied(f"@{user_id} is deactivated.")
-    return Principal(user=user_id, kind="account")
+    account = await sync_to_async(_account_by_handle)(user_id)
+    if account is None:  # deleted since the directory was read
+        return Principal(user=user_id)
+    return _account_principal(account)

@@ -1,5 +1,7 @@
 """Public accounts (bots such as `ci_bot`, addressed as `@ci_bot`), and API keys."""
 
+import re
+
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
@@ -37,6 +39,18 @@ class PublicAccount(models.Model):
     token_hash = models.CharField(max_length=64, blank=True, editable=False)
     created_at = models.DateTimeField("created", auto_now_add=True)
     last_seen_at = models.DateTimeField("last seen", null=True, blank=True, editable=False)
+    serves_users = models.TextField(
+        "serves users",
+        blank=True,
+        help_text="User ids it may send to, separated by spaces or commas; globs allowed "
+        "(`team-*`). Empty: anyone. Replies (`response`) to whoever mentioned it always go.",
+    )
+    serves_channels = models.TextField(
+        "serves channels",
+        blank=True,
+        help_text="Channels it may use (subscribe, publish, typing, presence), separated by "
+        "spaces or commas; globs allowed (`ci-*`, `private-ops`). Empty: every public channel.",
+    )
 
     objects = PublicAccountQuerySet.as_manager()
 
@@ -51,6 +65,10 @@ class PublicAccount(models.Model):
         raw, self.token_prefix, self.token_hash = tokens.make_token(TOKEN_KIND)
         self.save(update_fields=["token_prefix", "token_hash"])
         return raw
+
+    def limits(self) -> tuple[tuple[str, ...] | None, tuple[str, ...] | None]:
+        """(users, channels) it is limited to, as glob patterns; None: not limited."""
+        return _patterns(self.serves_users), _patterns(self.serves_channels)
 
     @classmethod
     def touch(cls, handle: str) -> None:
@@ -117,3 +135,8 @@ class ApiKey(AbstractAPIKey):
         """Refuse the key from now on (other processes within apikeys.CACHE_TTL)."""
         self.revoked = True
         self.save(update_fields=["revoked"])
+
+
+def _patterns(text: str) -> tuple[str, ...] | None:
+    patterns = tuple(p for p in re.split(r"[\s,]+", text) if p)
+    return patterns or None

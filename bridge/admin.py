@@ -24,6 +24,8 @@ class PublicAccountAdmin(admin.ModelAdmin):
         "display_name",
         "description",
         "is_active",
+        "serves_users",
+        "serves_channels",
         "token_prefix",
         "created_at",
         "last_seen_at",

@@ -242,10 +242,18 @@ class Connection:
 
     def authorize(self, channel: str) -> None:
         """Refuse an action on a channel this principal may not use."""
-        if not self.principal.may_use(channel):
-            raise ForbiddenAction(
-                f"{channel!r} is private: it needs a token whose `channels` claim grants it."
-            )
+        if self.principal.may_use(channel):
+            return
+        if self.principal.serves_channels is not None:
+            raise ForbiddenAction(f"@{self.principal.user} does not serve {channel!r}.")
+        raise ForbiddenAction(
+            f"{channel!r} is private: it needs a token whose `channels` claim grants it."
+        )
+
+    def authorize_user(self, user: str) -> None:
+        """Refuse a message to a user this principal may not address."""
+        if not self.principal.may_address(user):
+            raise ForbiddenAction(f"@{self.principal.user} does not serve {user!r}.")
 
     async def asubscribe(self, *, channel: str, since: tuple[int, int] | None) -> int:
         """Join a channel, replaying what came after `since`; returns the replay count."""

@@ -200,6 +200,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         _ack(conn, request, receipt)
 
     async def _send(self, conn: Connection, request):
+        conn.authorize_user(request.fields["to"])
         receipt = await services.asend(sender=_sender(conn), **request.fields)
         _ack(conn, request, receipt)
 

@@ -6,9 +6,11 @@ from http import HTTPStatus
 
 import jwt
 import pytest
+from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 
-from accounts import failures
+from accounts import directory, failures
+from accounts.models import PublicAccount
 from realtime.asgi import application
 from tests.bridge.test_sse import events, refused
 
@@ -143,3 +145,69 @@ async def test_an_address_that_keeps_failing_is_refused_with_4429_then_429(setti
         assert (status, body["error"]) == (HTTPStatus.TOO_MANY_REQUESTS, "rate_limited")
     finally:
         failures.clear()
+
+
+# -- public accounts limited to the users and channels they serve ---------------------------
+def _bot(handle: str, users: str, channels: str) -> str:
+    account, _ = PublicAccount.objects.update_or_create(
+        handle=handle, defaults={"serves_users": users, "serves_channels": channels}
+    )
+    return account.issue_token()
+
+
+async def bot(handle: str, users: str = "", channels: str = "") -> str:
+    raw = await sync_to_async(_bot)(handle, users, channels)
+    directory.clear()
+    return raw
+
+
+async def answer(comm, frame: dict) -> dict:
+    await comm.send_json_to({**frame, "request_id": 9})
+    return await comm.receive_json_from()
+
+
+@pytest.mark.parametrize("auth", ["token", "user_id"])
+async def test_a_limited_bot_uses_only_the_channels_and_users_it_serves(settings, auth):
+    raw = await bot("ops_bot", users="team-*, carol", channels="ci-* private-ops")
+    if auth == "user_id":
+        settings.WEBSOCKET_AUTH_REQUIRED = False
+    path = f"/ws/?token={raw}" if auth == "token" else "/ws/?user_id=ops_bot"
+    comm, welcome = await connected_ws(path)
+    try:
+        assert welcome["user"] == "ops_bot"
+        for channel in ("ci-main", "private-ops"):
+            got = await answer(comm, {"action": "subscribe", "channel": channel})
+            assert got["type"] == "subscribed", got
+        got = await answer(comm, {"action": "subscribe", "channel": "news"})
+        assert (got["type"], got["code"]) == ("error", "forbidden")
+        got = await answer(comm, {"action": "publish", "channel": "news", "data": 1})
+        assert (got["type"], got["code"]) == ("error", "forbidden")
+        for user in ("team-red", "carol"):
+            got = await answer(comm, {"action": "send", "to": user, "data": "hi"})
+            assert got["type"] == "ack", got
+        got = await answer(comm, {"action": "send", "to": "alice", "data": "hi"})
+        assert (got["type"], got["code"]) == ("error", "forbidden")
+    finally:
+        await comm.disconnect()
+
+
+async def test_an_unlimited_bot_uses_public_channels_but_no_private_one():
+    raw = await bot("open_bot")
+    comm, _ = await connected_ws(f"/ws/?token={raw}")
+    try:
+        got = await answer(comm, {"action": "subscribe", "channel": "news"})
+        assert got["type"] == "subscribed"
+        got = await answer(comm, {"action": "subscribe", "channel": "private-ops"})
+        assert (got["type"], got["code"]) == ("error", "forbidden")
+        got = await answer(comm, {"action": "send", "to": "alice", "data": "hi"})
+        assert got["type"] == "ack"
+    finally:
+        await comm.disconnect()
+
+
+async def test_a_limited_bots_stream_names_only_its_channels():
+    raw = await bot("ops_bot", channels="ci-*")
+    status, _, body = await refused(f"/events/?token={raw}&channel=news")
+    assert (status, body["error"]) == (HTTPStatus.FORBIDDEN, "forbidden")
+    async with events(f"/events/?token={raw}&channel=ci-main") as stream:
+        assert stream.welcome["channels"] == ["ci-main"]
