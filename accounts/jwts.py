@@ -1,10 +1,11 @@
 """Connection tokens (JWT): checked when a client connects, minted for backends.
 
 HS256 with JWT_SECRET, RS256 with JWT_PUBLIC_KEY (and JWT_PRIVATE_KEY to mint);
-either or both. `exp` and `sub` are required, `nbf` is honoured, `aud` and
-`iss` are checked when JWT_AUDIENCE / JWT_ISSUER are set. `sub` is the user
-id; an optional `channels` claim lists the private channels (globs allowed)
-its holder may subscribe to.
+either or both; JWT_ALGORITHM, when set, is the only one accepted (an HMAC
+one with JWT_SECRET, any other with the key pair). `exp` and `sub` are
+required, `nbf` is honoured, `aud` and `iss` are checked when JWT_AUDIENCE /
+JWT_ISSUER are set. `sub` is the user id; an optional `channels` claim lists
+the private channels (globs allowed) its holder may subscribe to.
 """
 
 import fnmatch
@@ -30,7 +31,16 @@ def looks_like_jwt(token: str) -> bool:
     return token.startswith("eyJ") and token.count(".") == 2
 
 
+def _hmac(algorithm: str) -> bool:
+    return algorithm.startswith("HS")
+
+
 def _verification_keys() -> dict[str, str]:
+    """Algorithm -> key, for every algorithm this gateway accepts."""
+    if settings.JWT_ALGORITHM:
+        algorithm = settings.JWT_ALGORITHM
+        key = settings.JWT_SECRET if _hmac(algorithm) else settings.JWT_PUBLIC_KEY
+        return {algorithm: key} if key else {}
     keys = {}
     if settings.JWT_SECRET:
         keys["HS256"] = settings.JWT_SECRET
@@ -95,12 +105,16 @@ def decode(token: str) -> Claims:
 
 def mint(*, user: str, channels: tuple[str, ...] = (), ttl: int | None = None) -> tuple[str, int]:
     """A connection token for `user`, and its expiry (Unix seconds). Signed
-    with JWT_PRIVATE_KEY (RS256) when set, else with JWT_SECRET (HS256)."""
-    if settings.JWT_PRIVATE_KEY:
+    with JWT_ALGORITHM when set, else with JWT_PRIVATE_KEY (RS256) when set,
+    else with JWT_SECRET (HS256)."""
+    if settings.JWT_ALGORITHM:
+        algorithm = settings.JWT_ALGORITHM
+        key = settings.JWT_SECRET if _hmac(algorithm) else settings.JWT_PRIVATE_KEY
+    elif settings.JWT_PRIVATE_KEY:
         algorithm, key = "RS256", settings.JWT_PRIVATE_KEY
-    elif settings.JWT_SECRET:
-        algorithm, key = "HS256", settings.JWT_SECRET
     else:
+        algorithm, key = "HS256", settings.JWT_SECRET
+    if not key:
         raise InvalidToken("Minting needs JWT_SECRET or JWT_PRIVATE_KEY.")
     now = int(time.time())
     expires = now + (ttl or settings.JWT_TTL)

@@ -42,6 +42,9 @@ API_AUTH_REQUIRED = env.bool("API_AUTH_REQUIRED", default=not DEBUG)
 # Connection tokens: HS256 with JWT_SECRET and/or RS256 with JWT_PUBLIC_KEY
 # (PEM); JWT_PRIVATE_KEY (PEM) signs minted tokens with RS256 instead of HS256.
 JWT_SECRET = env.str("JWT_SECRET", default="")
+# When set, the only algorithm accepted (and used to mint): HS256/384/512 with
+# JWT_SECRET, RS256/384/512, PS256/384/512 or ES256/384/512 with the key pair.
+JWT_ALGORITHM = env.str("JWT_ALGORITHM", default="")
 JWT_PUBLIC_KEY = env.str("JWT_PUBLIC_KEY", default="", multiline=True)
 JWT_PRIVATE_KEY = env.str("JWT_PRIVATE_KEY", default="", multiline=True)
 JWT_AUDIENCE = env.str("JWT_AUDIENCE", default="")
@@ -236,6 +239,13 @@ if WEBSOCKET_RATE_LIMIT <= 0:
     raise ImproperlyConfigured(f"WEBSOCKET_RATE_LIMIT must be above 0, got {WEBSOCKET_RATE_LIMIT}.")
 if API_RATE_LIMIT <= 0:
     raise ImproperlyConfigured(f"API_RATE_LIMIT must be above 0, got {API_RATE_LIMIT}.")
+JWT_ALGORITHMS = {
+    f"{family}{bits}" for family in ("HS", "RS", "PS", "ES") for bits in (256, 384, 512)
+}
+if JWT_ALGORITHM and JWT_ALGORITHM not in JWT_ALGORITHMS:
+    raise ImproperlyConfigured(
+        f"JWT_ALGORITHM must be one of {', '.join(sorted(JWT_ALGORITHMS))}, got {JWT_ALGORITHM!r}."
+    )
 if JWT_LEEWAY < 0:
     raise ImproperlyConfigured(f"JWT_LEEWAY must not be negative, got {JWT_LEEWAY}.")
 if SHUTDOWN_GRACE < 0:

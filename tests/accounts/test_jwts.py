@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from accounts import jwts
 
-SECRET = "test-secret-that-is-long-enough-for-hs256"
+SECRET = "test-secret-long-enough-for-every-hmac-algorithm-" + "s" * 20
 
 
 def _pem_pair() -> tuple[str, str]:
@@ -38,6 +38,7 @@ OTHER_PRIVATE_PEM, _ = _pem_pair()
 @pytest.fixture(autouse=True)
 def hs256(settings):
     settings.JWT_SECRET = SECRET
+    settings.JWT_ALGORITHM = ""
     settings.JWT_PUBLIC_KEY = ""
     settings.JWT_PRIVATE_KEY = ""
     settings.JWT_AUDIENCE = ""
@@ -179,3 +180,22 @@ def test_minting_without_a_key_is_refused(settings):
 )
 def test_grants_match_globs(patterns, channel, granted):
     assert jwts.grants(patterns, channel) is granted
+
+
+def test_jwt_algorithm_is_the_only_one_accepted(settings):
+    settings.JWT_ALGORITHM, settings.JWT_PUBLIC_KEY = "RS256", PUBLIC_PEM
+    assert jwts.decode(token(key=PRIVATE_PEM, algorithm="RS256")).user == "alice"
+    assert "not accepted" in refused(token())  # HS256, although JWT_SECRET is set
+    settings.JWT_ALGORITHM = "HS512"
+    assert jwts.decode(token(algorithm="HS512")).user == "alice"
+    assert "not accepted" in refused(token())
+
+
+def test_minting_with_jwt_algorithm(settings):
+    settings.JWT_ALGORITHM = "HS384"
+    raw, _ = jwts.mint(user="bob")
+    assert jwt.get_unverified_header(raw)["alg"] == "HS384"
+    assert jwts.decode(raw).user == "bob"
+    settings.JWT_ALGORITHM = "RS256"
+    with pytest.raises(jwts.InvalidToken):
+        jwts.mint(user="bob")  # no JWT_PRIVATE_KEY
