@@ -33,8 +33,8 @@ def authentication_switched_off(app_configs, **kwargs):
         return []
     return [
         checks.Warning(
-            f"{', '.join(off)} false with DEBUG=false: clients are trusted with any "
-            "`user_id` they name, and the API is open to anyone who can reach it.",
+            f"{', '.join(off)} false with DEBUG=false: what it guards lets anyone in "
+            "(a connection is whoever its `user_id` names; the API needs no key).",
             hint="Leave the switches on in production; connect with JWTs or tokens.",
             id="bridge.W002",
         )
