@@ -42,12 +42,16 @@ class PublicAccount(models.Model):
     serves_users = models.TextField(
         "serves users",
         blank=True,
+        default="",
+        db_default="",
         help_text="User ids it may send to, separated by spaces or commas; globs allowed "
         "(`team-*`). Empty: anyone. Replies (`response`) to whoever mentioned it always go.",
     )
     serves_channels = models.TextField(
         "serves channels",
         blank=True,
+        default="",
+        db_default="",
         help_text="Channels it may use (subscribe, publish, typing, presence), separated by "
         "spaces or commas; globs allowed (`ci-*`, `private-ops`). Empty: every public channel.",
     )
