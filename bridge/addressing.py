@@ -21,7 +21,7 @@ BROADCAST = "b"
 class Target:
     """Who a message is for: a user, a channel, or everyone."""
 
-    kind: str  # "user" | "channel" | "broadcast"
+    kind: str  # "user" | "channel" | "broadcast" | "connection" (one, by its id)
     name: str = ""
 
     @property
@@ -30,6 +30,8 @@ class Target:
             return user_stream(self.name)
         if self.kind == "channel":
             return channel_stream(self.name)
+        if self.kind == "connection":
+            raise ValueError("A message to one connection enters no stream.")
         return BROADCAST
 
 

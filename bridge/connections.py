@@ -18,7 +18,7 @@ from django.conf import settings
 from accounts.identity import Principal
 from accounts.models import PublicAccount
 
-from . import addressing, envelope, heartbeats, metrics, presence
+from . import addressing, callbacks, envelope, heartbeats, metrics, presence
 from .backends import get_backend
 from .errors import (
     DuplicateConnection,
@@ -302,6 +302,7 @@ class Connection:
     def close(self) -> None:
         """Forget this connection everywhere. Safe to call more than once, and
         from a cancelled task: the local part is immediate, the rest follows."""
+        callbacks.closed(self)  # also for a connect accepted, then refused while opening
         if not self.opened:
             return
         self.opened = False

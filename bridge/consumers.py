@@ -15,7 +15,7 @@ from django.conf import settings
 
 from accounts import identity
 
-from . import dialects, envelope, metrics, presence, protocol, replies, services
+from . import callbacks, dialects, envelope, metrics, presence, protocol, replies, services
 from .connections import Connection, parse_since
 from .errors import (
     BridgeError,
@@ -91,6 +91,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         except Validation as exc:
             bad_since, since = exc, None
         try:
+            answer = await callbacks.aconnect(conn, self.scope)
             await conn.aopen(after={} if since is None else {conn.personal_stream: since})
         except BridgeError as exc:
             conn.close()
@@ -102,11 +103,13 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             await self._refuse(Unavailable())
             return
         self.conn = conn
+        await callbacks.aconnected(conn, answer)
         if bad_since is not None:
             conn.send_frame(bad_since.as_frame())
 
     async def _refuse(self, exc: BridgeError) -> None:
         """Tell the client why, stop its deliveries at once, then close."""
+        callbacks.closing(self.conn, exc)
         metrics.ERRORS.labels(exc.code).inc()
         # A client that stopped reading gets a short chance to take the
         # frame in flight and this one; the close goes out regardless.
@@ -228,6 +231,11 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         error.code = event["error"]
         error.close_code = event["code"]
         await self._refuse(error)
+
+    async def bridge_frame(self, event):
+        """A message for this connection alone (a push to its `connection_id`)."""
+        if self.conn is not None:
+            self.conn.sock.write({"type": "websocket.send", "text": event["text"]})
 
 
 HANDLERS = {

@@ -6,6 +6,8 @@ the same backend call, so "one id everywhere" holds by construction.
 
 from dataclasses import dataclass
 
+from channels.layers import get_channel_layer
+
 from . import metrics
 from .addressing import Target
 from .backends import Outgoing, get_backend
@@ -55,6 +57,13 @@ def _receipt(target: Target, message_id: str, online: int) -> Receipt:
     # history, and that is what an offline target will be handed.
     stored = online == 0 and target.kind != "broadcast"
     return Receipt(message_id, online, online > 0, stored)
+
+
+async def adeliver_to_connection(*, channel_name: str, text: str) -> None:
+    """Write an encoded live-only message to one connection, on whichever
+    process it lives (its consumer's `bridge_frame`)."""
+    await get_channel_layer().send(channel_name, {"type": "bridge.frame", "text": text})
+    metrics.PUBLISHED.labels("connection").inc()
 
 
 async def adeliver_many(messages: list[tuple[Target, str]]) -> list[Receipt]:

@@ -61,6 +61,11 @@ def frame(message_id: str, tail: str) -> str:
     return HEAD + message_id + tail
 
 
+def live(tail: str) -> str:
+    """A message that enters no history, so has no id (`"id": null`)."""
+    return '{"type":"message","id":null,' + tail[2:]
+
+
 def dumps(obj) -> str:
     """Encode a control frame (welcome, ack, error ...)."""
     return orjson.dumps(obj).decode()

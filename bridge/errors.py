@@ -176,3 +176,12 @@ class ClosedByAdmin(BridgeError):
     http_status = 409
     close_code = 4000
     default_message = "An operator closed this connection."
+
+
+class ServerClosed(BridgeError):
+    """The application closed it: a connect callback's `close`, or /internal/send."""
+
+    code = "server_closed"
+    http_status = 409
+    close_code = 4000
+    default_message = "The server closed this connection."

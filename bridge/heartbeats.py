@@ -148,10 +148,11 @@ async def _close(conn: "Connection") -> None:
 async def ashutdown(grace: float | None = None) -> int:
     """End every connection of this loop with `server_shutdown` (1001 on a
     WebSocket, an `error` event on a stream) and wait, at most `grace`
-    seconds (SHUTDOWN_GRACE), for the closes to go out and the registry to forget them.
+    seconds (SHUTDOWN_GRACE), for the closes to go out, the registry to forget
+    them and their disconnect callbacks to be posted.
     Connections that try to open afterwards are refused. Returns how many
     connections were ended."""
-    from . import connections  # the background unregistrations to wait for
+    from . import callbacks, connections  # the background work to wait for
 
     timeout = settings.SHUTDOWN_GRACE if grace is None else grace
     state = _watch()
@@ -163,7 +164,8 @@ async def ashutdown(grace: float | None = None) -> int:
     if tasks:
         await asyncio.wait(tasks, timeout=timeout)
     left = deadline - time.monotonic()
-    pending = [t for t in connections.background_tasks() if not t.done()]
+    running = connections.background_tasks() + callbacks.background_tasks()
+    pending = [t for t in running if not t.done()]
     if pending and left > 0:
         await asyncio.wait(pending, timeout=left)
     log.info("shutdown: %d connections closed", len(conns))

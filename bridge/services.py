@@ -18,9 +18,10 @@ from accounts.models import PublicAccount
 
 from . import delivery, envelope, mentions, replies
 from .addressing import Target
-from .connections import aconnection_counts
+from .backends import get_backend
+from .connections import aconnection_counts, close_remote
 from .delivery import Receipt
-from .errors import Validation
+from .errors import ServerClosed, Validation
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +88,20 @@ async def apush(*, item: PushItem) -> Receipt:
 
 
 async def apush_batch(*, items: list[PushItem]) -> list[Receipt]:
-    """Deliver already-validated messages, in order, in one round trip."""
+    """Deliver already-validated messages, in order, in one round trip (each
+    message to one connection goes its own way, live only)."""
+    if any(item.target.kind == "connection" for item in items):
+        published = iter(await _apublish_many([i for i in items if i.target.kind != "connection"]))
+        return [
+            await asend_to_connection(connection_id=item.target.name, item=item)
+            if item.target.kind == "connection"
+            else next(published)
+            for item in items
+        ]
+    return await _apublish_many(items)
+
+
+async def _apublish_many(items: list[PushItem]) -> list[Receipt]:
     groups = []
     for item in items:
         routed = await _arouted(item)
@@ -107,6 +121,25 @@ async def apush_batch(*, items: list[PushItem]) -> list[Receipt]:
             )
             start += len(routed)
     return answers
+
+
+async def asend_to_connection(
+    *, connection_id: str, item: PushItem | None = None, close: bool = False
+) -> Receipt:
+    """A message to one connection alone, wherever it lives, then (`close`)
+    close it with `server_closed`. Live only: never stored, never replayed,
+    `id` null; `online: false` when no live connection has that id."""
+    record = await get_backend().record(connection_id)
+    channel_name = None if record is None else record.get("channel_name")
+    if channel_name is None:
+        return Receipt(None, 0, False, False)
+    if item is not None:
+        await delivery.adeliver_to_connection(
+            channel_name=channel_name, text=envelope.live(item.tail)
+        )
+    if close:
+        await close_remote(channel_name, ServerClosed)
+    return Receipt(None, int(item is not None), True, False)
 
 
 async def apublish(

@@ -27,7 +27,7 @@ from django_eventstream.utils import get_channelmanager, parse_last_event_id, ss
 
 from accounts import identity
 
-from . import addressing, envelope, metrics
+from . import addressing, callbacks, envelope, metrics
 from .asgi import cors_headers
 from .connections import Connection
 from .errors import (
@@ -148,7 +148,9 @@ def _event_name(text: str) -> str:
         if "\\" not in name:
             return name
         return envelope.loads(text)["event_type"]
-    return envelope.loads(text)["type"]
+    frame = envelope.loads(text)
+    # A message without an id (live only, for one connection) is named by its type.
+    return frame["event_type"] if frame["type"] == "message" else frame["type"]
 
 
 def _response_start(extra: list[tuple[bytes, bytes]]) -> dict:
@@ -248,12 +250,14 @@ class EventStreamConsumer(AsyncConsumer):
         conn.end = self._end
         after = _resume_positions(request, conn.personal_stream)
         try:
+            answer = await callbacks.aconnect(conn, self.scope)
             await conn.aopen(after=after, channels=channels)
         except BaseException:
             conn.close()
             raise
         self.conn = conn
         _start_heartbeats(sock)
+        await callbacks.aconnected(conn, answer)
 
     async def _answer(self, exc: BridgeError) -> None:
         """Refuse before the stream starts: a plain HTTP error an EventSource
@@ -303,6 +307,7 @@ class EventStreamConsumer(AsyncConsumer):
         conn = self.conn
         if conn is None:
             return
+        callbacks.closing(conn, exc)
         _stop_heartbeats(conn.sock)
         conn.close()
         await self._answer(exc)
@@ -314,6 +319,11 @@ class EventStreamConsumer(AsyncConsumer):
         error.close_code = event["code"]
         await self._end(error)
         raise StopConsumer()
+
+    async def bridge_frame(self, event):
+        """A message for this stream alone (a push to its `connection_id`)."""
+        if self.conn is not None:
+            self.conn.sock.write({"type": "websocket.send", "text": event["text"]})
 
     async def bridge_stop(self, event):
         raise StopConsumer()

@@ -59,6 +59,18 @@ AUTH_FAILURE_WINDOW = env.int("AUTH_FAILURE_WINDOW", default=60)
 # one), with bursts of API_RATE_BURST; past it 429 with Retry-After.
 API_RATE_LIMIT = env.float("API_RATE_LIMIT", default=1000.0)
 API_RATE_BURST = env.int("API_RATE_BURST", default=2000)
+# Connection callbacks (docs/callbacks.md): every WebSocket and SSE connect
+# is POSTed to this URL after authentication, before the connection goes
+# live; a non-2xx answer refuses it, and disconnects are POSTed too. Empty:
+# no callbacks. CALLBACK_URL (seed 001's name) is read when it is unset.
+CONNECT_CALLBACK_URL = env.str("CONNECT_CALLBACK_URL", default="") or env.str(
+    "CALLBACK_URL", default=""
+)
+# Seconds a callback may take in all; past them it counts as failed.
+CALLBACK_TIMEOUT = env.float("CALLBACK_TIMEOUT", default=5.0)
+# A connect callback that fails (timeout, no answer) refuses the connection,
+# unless this is true: then the connection opens as if callbacks were off.
+CALLBACK_FAIL_OPEN = env.bool("CALLBACK_FAIL_OPEN", default=False)
 
 INSTALLED_APPS = [
     "daphne",
@@ -248,6 +260,10 @@ if JWT_ALGORITHM and JWT_ALGORITHM not in JWT_ALGORITHMS:
     )
 if JWT_LEEWAY < 0:
     raise ImproperlyConfigured(f"JWT_LEEWAY must not be negative, got {JWT_LEEWAY}.")
+if CALLBACK_TIMEOUT <= 0:
+    raise ImproperlyConfigured(f"CALLBACK_TIMEOUT must be above 0, got {CALLBACK_TIMEOUT}.")
+if CONNECT_CALLBACK_URL and not re.match(r"https?://[^/?#]+", CONNECT_CALLBACK_URL):
+    raise ImproperlyConfigured("CONNECT_CALLBACK_URL must be an http:// or https:// URL.")
 if SHUTDOWN_GRACE < 0:
     raise ImproperlyConfigured(f"SHUTDOWN_GRACE must not be negative, got {SHUTDOWN_GRACE}.")
 if WS_DUPLICATE_POLICY not in {"allow", "reject", "replace"}:

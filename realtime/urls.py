@@ -5,6 +5,7 @@ from bridge import ops, pages
 from bridge.api.views import (
     ConnectionsView,
     ConnectionView,
+    InternalSendView,
     PushBatchView,
     PushView,
     SeedBroadcastView,
@@ -30,6 +31,8 @@ urlpatterns = [
     path("ws/send-to-channel", SeedChannelMessageView.as_view(), name="seed-ws-send-to-channel"),
     path("sse/send-to-channel", SeedSSEChannelView.as_view(), name="seed-sse-send-to-channel"),
     path("sse/notification", SeedNotificationView.as_view(), name="seed-sse-notification"),
+    # Seed 001's path (docs/api.md, "POST /internal/send").
+    path("internal/send", InternalSendView.as_view(), name="seed-internal-send"),
     path("ws/test-page", pages.ws_test_page, name="ws-test-page"),
     path("sse/test", pages.sse_test_page, name="sse-test-page"),
     path("health", ops.health, name="health"),

@@ -59,6 +59,11 @@ class PushIn(StrictSerializer):
     user_id = StringField(required=False, max_length=200, trim_whitespace=False)
     channel = StringField(required=False, max_length=100, trim_whitespace=False)
     broadcast = BoolField(required=False, default=False)
+    connection_id = StringField(
+        required=False,
+        max_length=200,
+        help_text="One live connection (its `welcome` frame's id), live only: never stored.",
+    )
     data = AnyJSONField(required=False, default=None)
     event_type = StringField(required=False, default="message", max_length=100)
     event_id = StringField(required=False, max_length=200)
@@ -75,12 +80,13 @@ class PushIn(StrictSerializer):
         return value
 
     def validate(self, attrs):
-        targets = [t for t in ("user_id", "channel") if t in attrs] + (
+        targets = [t for t in ("user_id", "channel", "connection_id") if t in attrs] + (
             ["broadcast"] if attrs.get("broadcast") else []
         )
         if len(targets) != 1:
             raise serializers.ValidationError(
-                "Give exactly one target: `user_id`, `channel` or `broadcast: true`."
+                "Give exactly one target: `user_id`, `channel`, `connection_id` "
+                "or `broadcast: true`."
             )
         return attrs
 
@@ -94,6 +100,8 @@ def push_item(attrs: dict) -> PushItem:
         target = Target("user", attrs["user_id"])
     elif "channel" in attrs:
         target = Target("channel", attrs["channel"])
+    elif "connection_id" in attrs:
+        target = Target("connection", attrs["connection_id"])
     else:
         target = Target("broadcast")
     data = attrs["data"]
@@ -110,7 +118,10 @@ def push_item(attrs: dict) -> PushItem:
 
 
 class ReceiptOut(serializers.Serializer):
-    id = serializers.CharField(help_text="Message id, increasing within its stream.")
+    id = serializers.CharField(
+        allow_null=True,
+        help_text="Message id, increasing within its stream; null for a live-only message.",
+    )
     delivered = serializers.IntegerField(help_text="Connections it was written to.")
     online = serializers.BooleanField(help_text="Whether the target had a live connection.")
     stored = serializers.BooleanField(help_text="Kept for the target's next connection.")
@@ -227,6 +238,32 @@ class SendIn(StrictSerializer):
             "ts": attrs.get("timestamp"),
             "event_id": attrs.get("event_id"),
         }
+
+
+class ConnectionEventIn(StrictSerializer):
+    """Seed 001's event: `data`, and the event's `name` (its `event_type`)."""
+
+    name = StringField(required=False, default="message", max_length=100)
+    data = AnyJSONField(help_text="Delivered as the envelope's `data`.")
+
+
+class InternalSendIn(StrictSerializer):
+    """Seed 001's `POST /internal/send`: an event to one connection, and/or close it."""
+
+    token = StringField(max_length=200, help_text="The connection id.")
+    event = ConnectionEventIn(required=False)
+    close = BoolField(
+        required=False, default=False, help_text="Close it (after the event): `server_closed`."
+    )
+
+    def service_kwargs(self) -> dict:
+        attrs = self.validated_data
+        event = attrs.get("event")
+        item = None
+        if event is not None:
+            target = Target("connection", attrs["token"])
+            item = PushItem(target=target, data=event["data"], event_type=event["name"])
+        return {"connection_id": attrs["token"], "item": item, "close": attrs["close"]}
 
 
 # -- The connection registry ----------------------------------------------------------

@@ -15,7 +15,7 @@ from accounts.authentication import ApiKeyAuthentication
 
 from .. import registry, services
 from ..addressing import is_valid_channel, is_valid_user_id
-from ..errors import NotConfigured, Validation
+from ..errors import NotConfigured, NotFound, Validation
 from .codec import EventStreamRenderer, ORJSONRenderer, sse_event
 from .permissions import AdminScope, AnyKey, PushScope, SendScope
 from .serializers import (
@@ -23,6 +23,7 @@ from .serializers import (
     ChannelOut,
     ConnectionOut,
     ConnectionsQuery,
+    InternalSendIn,
     PublicAccountOut,
     PushIn,
     ReceiptOut,
@@ -282,6 +283,24 @@ class TokensView(GatewayAPIView):
             {"token": token, "user_id": attrs["user_id"], "expires_at": expires_at},
             status=HTTPStatus.CREATED,
         )
+
+
+# -- Seed 001's path ------------------------------------------------------------------
+class InternalSendView(GatewayAPIView):
+    """`POST /internal/send`: an event to one connection (`token` is its id),
+    then `close: true` closes it (`server_closed`). 200 with the receipt; a
+    token no live connection has answers 404."""
+
+    permission_classes = [PushScope]
+
+    @extend_schema(request=InternalSendIn, responses={200: ReceiptOut}, summary="Seed 001")
+    async def post(self, request):
+        body = InternalSendIn(data=request.data)
+        body.is_valid(raise_exception=True)
+        receipt = await services.asend_to_connection(**body.service_kwargs())
+        if not receipt.online:
+            raise NotFound("No live connection has this token.")
+        return Response(receipt.as_dict(), status=HTTPStatus.OK)
 
 
 # -- Seed 002's push paths ------------------------------------------------------------

@@ -146,6 +146,10 @@ class MemoryBackend:
         """Every live connection's record, across the gateway."""
         return list(self.records.values())
 
+    async def record(self, connection_id: str) -> dict | None:
+        """One live connection's record, or None."""
+        return self.records.get(connection_id)
+
     async def unregister(self, *, user: str | None, connection_id: str) -> None:
         self.records.pop(connection_id, None)
         conns = self.connections.get(user)

@@ -364,6 +364,18 @@ class RedisBackend:
             results = await pipe.execute()
         return [orjson.loads(value) for values in results for value in values]
 
+    async def record(self, connection_id: str) -> dict | None:
+        """One live connection's record, from whichever live process holds it."""
+        living, _ = await self._processes()
+        if not living:
+            return None
+        async with self.client.pipeline(transaction=False) as pipe:
+            for proc in living:
+                pipe.hget(addressing.records_key(proc), connection_id)
+            results = await pipe.execute()
+        found = next((value for value in results if value is not None), None)
+        return None if found is None else orjson.loads(found)
+
     async def _processes(self) -> tuple[list[str], list[str]]:
         """The processes of the gateway: (alive, dead)."""
         procs = sorted(await self.client.smembers(addressing.processes_key()))
