@@ -49,6 +49,28 @@ class Gateway:
     def http(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def manage(self, *args: str) -> str:
+        """Run a `manage.py` command on this gateway's database, as an operator
+        would; the last line it printed."""
+        done = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return done.stdout.strip().splitlines()[-1]
+
+    def issue_token(self, handle: str) -> str:
+        """A token issued for public account `handle`, as in the admin."""
+        script = (
+            "from accounts.models import PublicAccount; "
+            f"print(PublicAccount.objects.get(handle={handle!r}).issue_token())"
+        )
+        return self.manage("shell", "-c", script)
+
     @property
     def ws(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws/"

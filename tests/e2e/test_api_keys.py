@@ -2,14 +2,12 @@
 `manage.py create_api_key` in the gateway's database, refusals over HTTP,
 a minted token that connects, and no key in /metrics."""
 
-import subprocess
-import sys
 from http import HTTPStatus
 
 import httpx
 import pytest
 
-from tests.servers import ROOT, start_gateway, ws_client, ws_url
+from tests.servers import start_gateway, ws_client, ws_url
 
 SECRET = "e2e-api-keys-secret-long-enough-for-hs256"
 
@@ -25,15 +23,7 @@ def secured(tmp_path_factory):
 
 def create_api_key(gateway, name: str, scopes: str) -> str:
     """The raw key, from the last line of the command run on the gateway's database."""
-    done = subprocess.run(
-        [sys.executable, "manage.py", "create_api_key", "--name", name, "--scopes", scopes],
-        cwd=ROOT,
-        env=gateway.env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return done.stdout.strip().splitlines()[-1]
+    return gateway.manage("create_api_key", "--name", name, "--scopes", scopes)
 
 
 @pytest.fixture(scope="module")

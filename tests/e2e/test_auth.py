@@ -2,8 +2,6 @@
 on WebSocket and SSE, every refusal with its code, and no secret in the
 answers, the log or /metrics."""
 
-import subprocess
-import sys
 import time
 from http import HTTPStatus
 
@@ -11,7 +9,7 @@ import httpx
 import jwt
 import pytest
 
-from tests.servers import ROOT, push, start_gateway, ws_client, ws_url
+from tests.servers import push, start_gateway, ws_client, ws_url
 from tests.sse import open_events
 
 SECRET = "e2e-auth-secret-long-enough-for-hs256!"
@@ -32,19 +30,7 @@ def secured(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def bot_token(secured):
-    script = (
-        "from accounts.models import PublicAccount; "
-        "print(PublicAccount.objects.get(handle='auth_bot').issue_token())"
-    )
-    done = subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", script],
-        cwd=ROOT,
-        env=secured.env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return done.stdout.strip().splitlines()[-1]
+    return secured.issue_token("auth_bot")
 
 
 @pytest.fixture

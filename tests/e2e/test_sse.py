@@ -3,8 +3,6 @@ with httpx as an EventSource would."""
 
 import asyncio
 import socket
-import subprocess
-import sys
 import time
 from http import HTTPStatus
 from urllib.parse import quote
@@ -13,7 +11,7 @@ import httpx
 import pytest
 from django_eventstream.utils import make_id
 
-from tests.servers import ROOT, message_key, push, start_gateway, ws_client, ws_url
+from tests.servers import message_key, push, start_gateway, ws_client, ws_url
 from tests.sse import open_events
 
 EVENT_STREAM = "text/event-stream; charset=utf-8"
@@ -34,20 +32,7 @@ def tuned_gateway(tmp_path_factory):
 def bot_token(tuned_gateway):
     """A token issued for `sse_bot` in the gateway's own database, as an
     operator would in the admin."""
-    script = (
-        "from accounts.models import PublicAccount; "
-        "print(PublicAccount.objects.get(handle='sse_bot').issue_token())"
-    )
-    done = subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", script],
-        cwd=ROOT,
-        env=tuned_gateway.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return done.stdout.strip().splitlines()[-1]
+    return tuned_gateway.issue_token("sse_bot")
 
 
 @pytest.fixture
