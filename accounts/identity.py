@@ -197,9 +197,7 @@ async def _aresolve(scope, *, required: bool, anonymous: bool) -> Principal:
         principal = None  # switched off: a named user_id is trusted over a browser's session
     if principal is not None:
         if user_id and user_id not in (principal.user, f"@{principal.user}"):
-            raise AccessDenied(
-                f"These credentials are {principal.user!r}'s, not {user_id[:200]!r}'s."
-            )
+            raise AccessDenied(f"These credentials name {principal.user!r}, not {user_id[:200]!r}.")
         return principal
     if required:
         raise AuthenticationFailed(
