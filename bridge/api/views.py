@@ -304,18 +304,26 @@ class InternalSendView(GatewayAPIView):
 
 
 # -- Seed 002's push paths ------------------------------------------------------------
-class SeedBroadcastView(GatewayAPIView):
-    """`POST /ws/broadcast`: `{"message": …}` to every connection, as a
-    broadcast push whose `data` is the message."""
+class SeedPushView(GatewayAPIView):
+    """A seed path whose body (`serializer_class`, which the schema reads
+    too) becomes one push."""
 
     permission_classes = [PushScope]
+    serializer_class: type
 
-    @extend_schema(request=SeedBroadcastIn, responses={202: ReceiptOut}, summary="Seed 002")
+    @extend_schema(responses={202: ReceiptOut}, summary="Seed 002")
     async def post(self, request):
-        body = SeedBroadcastIn(data=request.data)
+        body = self.serializer_class(data=request.data)
         body.is_valid(raise_exception=True)
         receipt = await services.apush(item=body.to_item())
         return Response(receipt.as_dict(), status=HTTPStatus.ACCEPTED)
+
+
+class SeedBroadcastView(SeedPushView):
+    """`POST /ws/broadcast`: `{"message": …}` to every connection, as a
+    broadcast push whose `data` is the message."""
+
+    serializer_class = SeedBroadcastIn
 
 
 class SeedChannelMessageView(GatewayAPIView):
@@ -336,29 +344,15 @@ class SeedChannelMessageView(GatewayAPIView):
         return Response(receipt.as_dict(), status=HTTPStatus.ACCEPTED)
 
 
-class SeedSSEChannelView(GatewayAPIView):
+class SeedSSEChannelView(SeedPushView):
     """`POST /sse/send-to-channel`: `data` to a channel as an event named
     `event` (its `event_type`)."""
 
-    permission_classes = [PushScope]
-
-    @extend_schema(request=SeedSSEChannelIn, responses={202: ReceiptOut}, summary="Seed 002")
-    async def post(self, request):
-        body = SeedSSEChannelIn(data=request.data)
-        body.is_valid(raise_exception=True)
-        receipt = await services.apush(item=body.to_item())
-        return Response(receipt.as_dict(), status=HTTPStatus.ACCEPTED)
+    serializer_class = SeedSSEChannelIn
 
 
-class SeedNotificationView(GatewayAPIView):
+class SeedNotificationView(SeedPushView):
     """`POST /sse/notification`: a `notification` event (`title`, `content`,
     `type`) to everyone, or to `user_id` or `channel`."""
 
-    permission_classes = [PushScope]
-
-    @extend_schema(request=SeedNotificationIn, responses={202: ReceiptOut}, summary="Seed 002")
-    async def post(self, request):
-        body = SeedNotificationIn(data=request.data)
-        body.is_valid(raise_exception=True)
-        receipt = await services.apush(item=body.to_item())
-        return Response(receipt.as_dict(), status=HTTPStatus.ACCEPTED)
+    serializer_class = SeedNotificationIn
