@@ -1,7 +1,5 @@
 """The WebSocket consumer, driven in-process through the whole ASGI application."""
 
-import contextlib
-
 import httpx
 import orjson
 import pytest
@@ -11,24 +9,12 @@ from bridge import services
 from bridge.addressing import Target
 from bridge.services import PushItem
 from realtime.asgi import application
+from tests.bridge.clients import ws
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 # -- helpers ------------------------------------------------------------------------
-@contextlib.asynccontextmanager
-async def ws(path: str = "/ws/?user_id=alice"):
-    """A connected communicator and its welcome frame; always disconnected."""
-    comm = WebsocketCommunicator(application, path)
-    connected, _ = await comm.connect()
-    assert connected
-    try:
-        welcome = await comm.receive_json_from()
-        yield comm, welcome
-    finally:
-        await comm.disconnect()
-
-
 async def frames(comm, n: int) -> list[dict]:
     return [await comm.receive_json_from() for _ in range(n)]
 

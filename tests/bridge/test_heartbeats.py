@@ -2,7 +2,6 @@
 driven by hand, so nothing here waits for a real interval."""
 
 import asyncio
-import contextlib
 
 import orjson
 import pytest
@@ -11,21 +10,9 @@ from channels.testing import WebsocketCommunicator
 from bridge import heartbeats
 from bridge.backends import get_backend
 from realtime.asgi import application
+from tests.bridge.clients import ws
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@contextlib.asynccontextmanager
-async def ws(path: str = "/ws/?user_id=alice"):
-    comm = WebsocketCommunicator(application, path)
-    connected, _ = await comm.connect()
-    assert connected
-    try:
-        welcome = await comm.receive_json_from()
-        assert welcome["type"] == "welcome"
-        yield comm, welcome
-    finally:
-        await comm.disconnect()
 
 
 async def closed_with(comm) -> tuple[list[dict], int]:
