@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 from django.utils import timezone
@@ -87,7 +87,7 @@ async def averify(raw: str) -> VerifiedKey:
             raise InvalidKey("The API key has expired.")
     else:
         _cache.pop(digest, None)
-        key = await sync_to_async(_load)(raw)
+        key = await database_sync_to_async(_load)(raw)
         if len(_cache) >= MAX_CACHED:
             _cache.clear()
         _cache[digest] = (now + CACHE_TTL, key)

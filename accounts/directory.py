@@ -7,7 +7,7 @@ at once; other processes see it within the TTL.
 
 import time
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
@@ -27,7 +27,7 @@ async def aaccounts() -> dict[str, bool]:
     global _cache
     now = time.monotonic()
     if _cache is None or _cache[0] < now:
-        _cache = (now + TTL, await sync_to_async(_load)())
+        _cache = (now + TTL, await database_sync_to_async(_load)())
     return _cache[1]
 
 

@@ -15,7 +15,7 @@ from importlib import import_module
 from types import SimpleNamespace
 from urllib.parse import parse_qs
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth import aget_user
 from django.http.cookie import parse_cookie
@@ -130,7 +130,7 @@ async def _from_token(token: str) -> Principal:
             raise AuthenticationFailed("The token's `sub` must be 1 to 200 printable characters.")
         await _not_an_account(claims.user)
         return Principal(user=claims.user, channels=claims.channels)
-    account = await sync_to_async(_account_by_token)(token)
+    account = await database_sync_to_async(_account_by_token)(token)
     if account is None:
         raise BadCredential("The token is not valid.")
     if not account.is_active:
@@ -215,7 +215,7 @@ async def _aresolve(scope, *, required: bool, anonymous: bool) -> Principal:
         return Principal(user=user_id)
     if not active:
         raise AccessDenied(f"@{user_id} is deactivated.")
-    account = await sync_to_async(_account_by_handle)(user_id)
+    account = await database_sync_to_async(_account_by_handle)(user_id)
     if account is None:  # deleted since the directory was read
         return Principal(user=user_id)
     return _account_principal(account)

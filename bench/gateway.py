@@ -118,6 +118,14 @@ def start_gateway(
         "STATIC_ROOT": str(work_dir / "static"),
         "REDIS_URL": "",
         "LOG_LEVEL": "WARNING",
+        # One generator address and a few connections carry all the load:
+        # the per-client limits would measure themselves, not the gateway.
+        "API_RATE_LIMIT": "1000000",
+        "API_RATE_BURST": "1000000",
+        "WEBSOCKET_RATE_LIMIT": "1000000",
+        "WEBSOCKET_RATE_BURST": "1000000",
+        "WEBSOCKET_MAX_CONNECTIONS": "50000",
+        "SSE_MAX_CONNECTIONS": "50000",
         **env_overrides,
     }
 

@@ -7,3 +7,6 @@ class BridgeConfig(AppConfig):
 
     def ready(self):
         from . import checks  # noqa: F401 (registers the system checks)
+        from .metrics import watch_gc
+
+        watch_gc()

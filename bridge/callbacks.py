@@ -97,7 +97,7 @@ async def aconnected(conn, answer: Answer | None) -> None:
         from .connections import close_remote
 
         # Through the layer, so the transport closes it its own way, after the event.
-        await close_remote(conn.channel_name, ServerClosed)
+        await close_remote(conn.address, ServerClosed)
 
 
 def closing(conn, error: BridgeError) -> None:

@@ -11,14 +11,13 @@ import logging
 import time
 import uuid
 
-from asgiref.sync import sync_to_async
-from channels.layers import get_channel_layer
+from channels.db import database_sync_to_async
 from django.conf import settings
 
 from accounts.identity import Principal
 from accounts.models import PublicAccount
 
-from . import addressing, callbacks, envelope, heartbeats, metrics, presence
+from . import addressing, callbacks, control, envelope, heartbeats, metrics, presence
 from .backends import get_backend
 from .errors import (
     DuplicateConnection,
@@ -35,8 +34,6 @@ from .instance import INSTANCE_ID
 
 log = logging.getLogger(__name__)
 
-CLOSE_EVENT = "bridge.close"
-
 
 def parse_since(value) -> tuple[int, int] | None:
     """The key of a `since` id; a malformed one is a validation error."""
@@ -51,12 +48,12 @@ def parse_since(value) -> tuple[int, int] | None:
     return key
 
 
-async def close_remote(channel_name: str, error_class) -> None:
+async def close_remote(address: str, error_class) -> None:
     """Ask a connection, on whichever process it lives, to close itself."""
-    await get_channel_layer().send(
-        channel_name,
+    await control.send(
+        address,
         {
-            "type": CLOSE_EVENT,
+            "type": control.CLOSE_EVENT,
             "code": error_class.close_code,
             "error": error_class.code,
             "message": error_class.default_message,
@@ -73,8 +70,8 @@ async def aconnection_counts(users: list[str]) -> dict[str, int]:
 async def aclose_all(user: str, error_class) -> int:
     """Close every live connection of `user`, wherever it lives."""
     connections = await get_backend().user_connections(user)
-    for channel_name in connections.values():
-        await close_remote(channel_name, error_class)
+    for address in connections.values():
+        await close_remote(address, error_class)
     return len(connections)
 
 
@@ -82,12 +79,11 @@ class Connection:
     """One live connection of any transport: what it hears, and its place in
     the registry. The transport owns the socket and hands its `LocalSocket`."""
 
-    def __init__(
-        self, *, principal: Principal, channel_name: str, sock: LocalSocket, transport: str
-    ):
+    def __init__(self, *, principal: Principal, sock: LocalSocket, transport: str):
         self.id = uuid.uuid4().hex
         self.principal = principal
-        self.channel_name = channel_name
+        # Where control events for it go (`send_control`), from any process.
+        self.address = control.address(self.id)
         self.transport = transport
         self.channels: set[str] = set()
         self.sock = sock
@@ -100,8 +96,10 @@ class Connection:
         # heartbeat tick (bridge.heartbeats), never once per frame.
         self.last_seen = self.connected_at
         # Set by the transport: `await end(error)` tells the client why, then
-        # closes (heartbeat timeout, shutdown).
+        # closes (heartbeat timeout, shutdown); `control(event)` takes the
+        # control events sent to its address (bridge.control).
         self.end = None
+        self.control = None
 
     def record(self) -> dict:
         """What the registry shows of this connection, on every process."""
@@ -116,7 +114,7 @@ class Connection:
             "connected_at": self.connected_at,
             "last_seen": self.last_seen,
             # Internal: how `DELETE connections/{id}` reaches it (never shown).
-            "channel_name": self.channel_name,
+            "address": self.address,
         }
 
     @property
@@ -147,13 +145,14 @@ class Connection:
             existing = await self.backend.user_connections(user, transport="websocket")
             if existing and settings.WS_DUPLICATE_POLICY == "reject":
                 raise DuplicateConnection()
-            for channel_name in existing.values():
-                await close_remote(channel_name, Replaced)
+            for address in existing.values():
+                await close_remote(address, Replaced)
         personal = self.personal_stream
         streams = [s for s in (personal, addressing.BROADCAST) if s is not None]
         streams += [addressing.channel_stream(c) for c in channels]
         self.sock.hold()
         self.backend.hub.add(self.sock)
+        self.backend.hub.connections[self.id] = self
         self.backend.hub.counts[self.transport] += 1
         self.opened = True
         heartbeats.watch(self)
@@ -161,10 +160,10 @@ class Connection:
         self.channels.update(channels)
         await self.backend.attach(self.sock, streams)
         await self.backend.register(
-            connection_id=self.id, channel_name=self.channel_name, record=self.record()
+            connection_id=self.id, address=self.address, record=self.record()
         )
         if self.principal.is_account:
-            await sync_to_async(PublicAccount.touch)(user)
+            await database_sync_to_async(PublicAccount.touch)(user)
         pending = await self.backend.take_pending(user) if personal is not None else None
         replays = {}
         # Broadcasts are live only (docs/decisions.md): never replayed.
@@ -310,15 +309,16 @@ class Connection:
         self.sock.closed = True
         metrics.CONNECTIONS.labels(self.transport).dec()
         self.backend.hub.counts[self.transport] -= 1
+        self.backend.hub.connections.pop(self.id, None)
         self.backend.forget(self.sock)
         user = None if self.principal.is_anonymous else self.principal.user
-        _in_background(self.backend.unregister(user=user, connection_id=self.id))
+        in_background(self.backend.unregister(user=user, connection_id=self.id))
         for channel in self.channels if user is not None else ():
-            _in_background(
+            in_background(
                 presence.aleave(self.backend, channel=channel, connection_id=self.id, user=user)
             )
         if self.principal.is_account:
-            _in_background(sync_to_async(PublicAccount.touch)(self.principal.user))
+            in_background(database_sync_to_async(PublicAccount.touch)(self.principal.user))
 
 
 def before(key: tuple[int, int]) -> tuple[int, int]:
@@ -344,11 +344,12 @@ _background: set[asyncio.Task] = set()
 
 
 def background_tasks() -> list[asyncio.Task]:
-    """The unregistrations still running (a shutdown waits for them)."""
+    """The unregistrations and closes still running (a shutdown waits for them)."""
     return list(_background)
 
 
-def _in_background(coro) -> None:
+def in_background(coro) -> None:
+    """Run `coro` without waiting for it, kept until it ends (a shutdown waits)."""
     task = asyncio.ensure_future(coro)
     _background.add(task)
     task.add_done_callback(_background.discard)

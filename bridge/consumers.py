@@ -2,7 +2,7 @@
 
 Fan-out does not pass through this consumer: the hub writes encoded frames
 straight to its ASGI `send`. What remains here is the handshake, the client's
-own frames, and control events from the channel layer.
+own frames, and the control events addressed to its connection.
 """
 
 import asyncio
@@ -10,13 +10,14 @@ import logging
 import time
 
 from channels.consumer import get_handler_name
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from accounts import identity
 
-from . import callbacks, dialects, envelope, metrics, presence, protocol, replies, services
-from .connections import Connection, parse_since
+from . import callbacks, control, dialects, envelope, metrics, presence, protocol, replies, services
+from .connections import Connection, in_background, parse_since
 from .errors import (
     BridgeError,
     Forbidden,
@@ -42,8 +43,16 @@ class GatewayConsumer(AsyncWebsocketConsumer):
     _refilled = 0.0
 
     async def __call__(self, scope, receive, send):
+        """Channels' consumer loop without a channel layer: the gateway reaches
+        a connection through its process (bridge.control), so a connection
+        costs no layer channel, no reader task and no task per frame."""
+        self.scope = scope
+        self.base_send = send
         try:
-            await super().__call__(scope, receive, send)
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
         finally:
             # Also reached when the server cancels the consumer without a
             # disconnect event (Daphne does on shutdown).
@@ -80,10 +89,9 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             max_backlog=settings.WEBSOCKET_SEND_QUEUE,
             on_overflow=self._overflowed,
         )
-        conn = Connection(
-            principal=principal, channel_name=self.channel_name, sock=sock, transport="websocket"
-        )
+        conn = Connection(principal=principal, sock=sock, transport="websocket")
         conn.end = self._refuse
+        conn.control = self._control
         self._tokens, self._refilled = float(settings.WEBSOCKET_RATE_BURST), time.monotonic()
         bad_since = None
         try:
@@ -224,18 +232,17 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         if request.request_id is not None:
             conn.send_frame({"type": "ack", "request_id": request.request_id, "action": "response"})
 
-    # -- channel layer events -------------------------------------------------------
-    async def bridge_close(self, event):
-        """Another part of the gateway asks this connection to close."""
+    # -- control events --------------------------------------------------------------
+    def _control(self, event: dict) -> None:
+        """Another part of the gateway asks this connection to close, or has a
+        message for it alone (a push to its `connection_id`)."""
+        if event["type"] == control.FRAME_EVENT:
+            self.conn.sock.write({"type": "websocket.send", "text": event["text"]})
+            return
         error = BridgeError(event.get("message") or "Closed by the gateway.")
         error.code = event["error"]
         error.close_code = event["code"]
-        await self._refuse(error)
-
-    async def bridge_frame(self, event):
-        """A message for this connection alone (a push to its `connection_id`)."""
-        if self.conn is not None:
-            self.conn.sock.write({"type": "websocket.send", "text": event["text"]})
+        in_background(self._refuse(error))
 
 
 HANDLERS = {

@@ -6,9 +6,7 @@ the same backend call, so "one id everywhere" holds by construction.
 
 from dataclasses import dataclass
 
-from channels.layers import get_channel_layer
-
-from . import metrics
+from . import control, metrics
 from .addressing import Target
 from .backends import Outgoing, get_backend
 
@@ -59,10 +57,10 @@ def _receipt(target: Target, message_id: str, online: int) -> Receipt:
     return Receipt(message_id, online, online > 0, stored)
 
 
-async def adeliver_to_connection(*, channel_name: str, text: str) -> None:
+async def adeliver_to_connection(*, address: str, text: str) -> None:
     """Write an encoded live-only message to one connection, on whichever
-    process it lives (its consumer's `bridge_frame`)."""
-    await get_channel_layer().send(channel_name, {"type": "bridge.frame", "text": text})
+    process it lives."""
+    await control.send(address, {"type": control.FRAME_EVENT, "text": text})
     metrics.PUBLISHED.labels("connection").inc()
 
 

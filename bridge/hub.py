@@ -119,6 +119,11 @@ class LocalSocket:
             waiting_on = coro.send(None)
         except StopIteration:
             return
+        except OSError:
+            # The peer left (uvicorn's ClientDisconnected): its disconnect follows.
+            log.debug("socket gone", exc_info=True)
+            self.closed = True
+            return
         except Exception:
             log.exception("socket send failed")
             self.closed = True
@@ -189,6 +194,9 @@ class Hub:
     def __init__(self) -> None:
         self.listeners: dict[str, set[LocalSocket]] = {}
         self.sockets: set[LocalSocket] = set()
+        # Live connections of this process by id, for the control events
+        # addressed to them (bridge.connections.send_control).
+        self.connections: dict[str, object] = {}
         # Live connections of this process, by transport.
         self.counts: Counter[str] = Counter()
 

@@ -2,7 +2,7 @@
 
 import time
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.db import connection
 from django.http import HttpResponse, JsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -42,7 +42,7 @@ def _check_database() -> None:
 async def ready(request):
     checks = {}
     for name, check in (
-        ("database", sync_to_async(_check_database)),
+        ("database", database_sync_to_async(_check_database)),
         ("channel_layer", get_backend().ping),
     ):
         try:

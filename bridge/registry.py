@@ -58,14 +58,14 @@ async def aclose(*, connection_id: str) -> None:
     record = next((r for r in await backend.all_records() if r["id"] == connection_id), None)
     if record is None:
         raise NotFound(f"No live connection {connection_id!r}.")
-    channel_name = record.get("channel_name")
-    if channel_name is None and record["user"] is not None:
+    address = record.get("address")
+    if address is None and record["user"] is not None:
         # A record written before records named their channel: the user's
         # connection index knows it.
-        channel_name = (await backend.user_connections(record["user"])).get(connection_id)
-    if channel_name is None:
+        address = (await backend.user_connections(record["user"])).get(connection_id)
+    if address is None:
         raise NotFound(f"Connection {connection_id!r} cannot be reached.")
-    await close_remote(channel_name, ClosedByAdmin)
+    await close_remote(address, ClosedByAdmin)
     # Answer once it has left the registry, so that a list read right after
     # the answer no longer shows it; bounded, as its process may be slow.
     loop = asyncio.get_running_loop()

@@ -29,7 +29,6 @@ def _waiters(backend) -> dict[str, Waiter]:
     waiters = getattr(backend, "reply_waiters", None)
     if waiters is None:
         waiters = backend.reply_waiters = {}
-        backend.on_control = lambda payload: _deliver(backend, payload)
     return waiters
 
 
@@ -88,7 +87,7 @@ async def areply(*, correlation_id: str, data, is_final: bool, sender: dict) -> 
     await backend.send_control(owner, payload)
 
 
-def _deliver(backend, payload: dict) -> None:
+def deliver(backend, payload: dict) -> None:
     """A reply reached the process its waiter lives on."""
     correlation_id = payload["correlation_id"]
     waiters = _waiters(backend)

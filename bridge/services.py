@@ -10,7 +10,7 @@ import dataclasses
 import uuid
 from dataclasses import dataclass, field
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.conf import settings
 
 from accounts import directory
@@ -130,15 +130,13 @@ async def asend_to_connection(
     close it with `server_closed`. Live only: never stored, never replayed,
     `id` null; `online: false` when no live connection has that id."""
     record = await get_backend().record(connection_id)
-    channel_name = None if record is None else record.get("channel_name")
-    if channel_name is None:
+    address = None if record is None else record.get("address")
+    if address is None:
         return Receipt(None, 0, False, False)
     if item is not None:
-        await delivery.adeliver_to_connection(
-            channel_name=channel_name, text=envelope.live(item.tail)
-        )
+        await delivery.adeliver_to_connection(address=address, text=envelope.live(item.tail))
     if close:
-        await close_remote(channel_name, ServerClosed)
+        await close_remote(address, ServerClosed)
     return Receipt(None, int(item is not None), True, False)
 
 
@@ -190,7 +188,7 @@ def _active_accounts() -> list[dict]:
 
 async def apublic_accounts() -> list[dict]:
     """The active public accounts, each with its live connection count."""
-    accounts = await sync_to_async(_active_accounts)()
+    accounts = await database_sync_to_async(_active_accounts)()
     counts = await aconnection_counts([a["handle"] for a in accounts])
     for account in accounts:
         account["connections"] = counts[account["handle"]]

@@ -27,9 +27,9 @@ from django_eventstream.utils import get_channelmanager, parse_last_event_id, ss
 
 from accounts import identity
 
-from . import addressing, callbacks, envelope, metrics
+from . import addressing, callbacks, control, envelope, metrics
 from .asgi import cors_headers
-from .connections import Connection
+from .connections import Connection, in_background
 from .errors import (
     BridgeError,
     Forbidden,
@@ -183,8 +183,22 @@ class EventStreamConsumer(AsyncConsumer):
     cors: list[tuple[bytes, bytes]] = []
 
     async def __call__(self, scope, receive, send):
+        """Channels' consumer loop without a channel layer (as for WebSockets):
+        it reads the request, then waits for the client to leave or for the
+        gateway to end the stream (`_stop`)."""
+        self.scope = scope
+        self.base_send = send
+        self._stopped = asyncio.get_running_loop().create_future()
         try:
-            await super().__call__(scope, receive, send)
+            while not self._stopped.done():
+                incoming = asyncio.ensure_future(receive())
+                await asyncio.wait((incoming, self._stopped), return_when=asyncio.FIRST_COMPLETED)
+                if not incoming.done():
+                    incoming.cancel()
+                    break
+                await self.dispatch(incoming.result())
+        except StopConsumer:
+            pass
         finally:
             # Also reached when the server cancels the consumer.
             if self.conn is not None:
@@ -244,10 +258,9 @@ class EventStreamConsumer(AsyncConsumer):
             on_overflow=self._overflowed,
             headers=self.cors,
         )
-        conn = Connection(
-            principal=principal, channel_name=self.channel_name, sock=sock, transport="sse"
-        )
+        conn = Connection(principal=principal, sock=sock, transport="sse")
         conn.end = self._end
+        conn.control = self._control
         after = _resume_positions(request, conn.personal_stream)
         try:
             answer = await callbacks.aconnect(conn, self.scope)
@@ -298,8 +311,12 @@ class EventStreamConsumer(AsyncConsumer):
 
     async def _end_overflowed(self) -> None:
         await self._end(SlowConsumer())
-        # Wake the consumer's loop, which waits for the client or the layer.
-        await self.channel_layer.send(self.channel_name, {"type": "bridge.stop"})
+        self._stop()
+
+    def _stop(self) -> None:
+        """Wake the consumer's loop, which waits for the client: the stream is over."""
+        if not self._stopped.done():
+            self._stopped.set_result(None)
 
     async def _end(self, exc: BridgeError) -> None:
         """End a live stream with an `error` event; the browser reconnects
@@ -312,21 +329,20 @@ class EventStreamConsumer(AsyncConsumer):
         conn.close()
         await self._answer(exc)
 
-    async def bridge_close(self, event):
-        """Another part of the gateway asks this stream to end."""
+    def _control(self, event: dict) -> None:
+        """Another part of the gateway asks this stream to end, or has a
+        message for it alone (a push to its `connection_id`)."""
+        if event["type"] == control.FRAME_EVENT:
+            self.conn.sock.write({"type": "websocket.send", "text": event["text"]})
+            return
         error = BridgeError(event.get("message") or "Closed by the gateway.")
         error.code = event["error"]
         error.close_code = event["code"]
+        in_background(self._close(error))
+
+    async def _close(self, error: BridgeError) -> None:
         await self._end(error)
-        raise StopConsumer()
-
-    async def bridge_frame(self, event):
-        """A message for this stream alone (a push to its `connection_id`)."""
-        if self.conn is not None:
-            self.conn.sock.write({"type": "websocket.send", "text": event["text"]})
-
-    async def bridge_stop(self, event):
-        raise StopConsumer()
+        self._stop()
 
 
 class MethodNotAllowed(BridgeError):

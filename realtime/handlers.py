@@ -8,15 +8,24 @@ messages or the admin's security headers, so they are served by this
 handler, which keeps only API_MIDDLEWARE (async-native middleware). The admin
 keeps the full stack.
 
-Django also opens a ThreadSensitiveContext per request, which starts a fresh
-thread for the request's few sync calls (signal receivers, closing the
-response). Here those share the process's one thread-sensitive thread, as
-they do under Channels consumers.
+Django's `handle()` also costs three thread hops per request (the sync
+receivers of `request_started` and `request_finished`, and `response.close()`)
+and two tasks (the view beside a disconnect listener). Here a request is read
+into memory, answered on the event loop, and only a streaming answer (the
+`send` stream) is raced against the client's disconnect. What those receivers
+do for the database (closing connections that are too old or broken) happens
+around every ORM call instead: the gateway reaches the ORM only through
+`database_sync_to_async`.
 """
 
+import asyncio
+import contextlib
+import io
+
 from django.conf import settings
-from django.core.handlers.asgi import ASGIHandler
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.exception import convert_exception_to_response
+from django.urls import set_script_prefix
 from django.utils.module_loading import import_string
 
 
@@ -25,6 +34,31 @@ class LeanASGIHandler(ASGIHandler):
         if scope["type"] != "http":
             raise ValueError(f"Django serves HTTP only, not {scope['type']}.")
         await self.handle(scope, receive, send)
+
+    async def handle(self, scope, receive, send):
+        body = await _read_body(receive)
+        if body is None:
+            return  # the client left before its request was complete
+        set_script_prefix(get_script_prefix(scope))
+        request, error_response = self.create_request(scope, io.BytesIO(body))
+        if request is None:
+            await self.send_response(error_response, send)
+            return
+        response = await self.run_get_response(request)
+        if not response.streaming:
+            await self.send_response(response, send)
+            return
+        # A stream lasts until it ends or the client leaves, whichever is first.
+        streaming = asyncio.create_task(self.send_response(response, send))
+        leaving = asyncio.create_task(receive())
+        await asyncio.wait((streaming, leaving), return_when=asyncio.FIRST_COMPLETED)
+        for task in (leaving, streaming):
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if not streaming.cancelled():
+            streaming.result()
 
     def load_middleware(self, is_async=False):
         self._view_middleware = []
@@ -48,3 +82,15 @@ def route_by_path(lean, full, full_prefixes: tuple[str, ...]):
         return await lean(scope, receive, send)
 
     return router
+
+
+async def _read_body(receive) -> bytes | None:
+    """The request's body, or None when the client disconnects first."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)

@@ -144,33 +144,17 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = env.path("STATIC_ROOT", default=BASE_DIR / "staticfiles")
 
-# --- Channel layer and the cross-process bus -------------------------------
+# --- The cross-process bus ---------------------------------------------------
 # Unset: one process, everything in memory. Set: processes sharing this Redis
-# form one gateway (history, registry and fan-out live there).
+# form one gateway (history, registry, fan-out and control messages live
+# there). No Channels layer is configured: nothing goes through one
+# (docs/decisions.md, "No channel layer").
 REDIS_URL = env.str("REDIS_URL", default="")
 # Every Redis key and pub/sub channel of the gateway starts with this, so
 # several gateways (or test runs) can share one Redis server.
 REDIS_PREFIX = env.str("REDIS_PREFIX", default="rt")
-# Connections each process keeps to Redis for history, registry and the bus
-# (the channel layer has its own pool).
+# Connections each process keeps to Redis for history, registry and the bus.
 REDIS_MAX_CONNECTIONS = env.int("REDIS_MAX_CONNECTIONS", default=50)
-
-if REDIS_URL:
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {
-                "hosts": [REDIS_URL],
-                "prefix": f"{REDIS_PREFIX}:asgi",
-                # Only control messages travel through the layer (fan-out uses
-                # the bus), but a process must never drop them silently.
-                "capacity": 1000,
-                "expiry": 60,
-            },
-        }
-    }
-else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 # --- Gateway behaviour (CONTRACT sections 3, 8, 8b) ------------------------
 # Public accounts created at start-up besides ci_bot, email_bot,

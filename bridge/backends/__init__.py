@@ -6,6 +6,7 @@ never ask which one runs.
 """
 
 import asyncio
+import functools
 import weakref
 from dataclasses import dataclass
 
@@ -53,6 +54,9 @@ def get_backend():
             from .memory import MemoryBackend
 
             backend = MemoryBackend(Hub())
+        from ..control import dispatch
+
+        backend.on_control = functools.partial(dispatch, backend)
         _backends[loop] = backend
     return backend
 

@@ -123,13 +123,13 @@ class MemoryBackend:
         for stream in streams:
             self.hub.unlisten(sock, stream)
 
-    async def register(self, *, connection_id: str, channel_name: str, record: dict) -> None:
+    async def register(self, *, connection_id: str, address: str, record: dict) -> None:
         """Enter a connection in the registry (and its user's connections)."""
         self.records[connection_id] = record
         if record["user"] is not None:
             self.connections.setdefault(record["user"], {})[connection_id] = (
                 record["transport"],
-                channel_name,
+                address,
             )
 
     async def update(self, *, connection_id: str, record: dict) -> None:

@@ -321,7 +321,7 @@ class RedisBackend:
         emptied = self.hub.remove(sock)
         self._spawn(self._forget_remote(streams, emptied))
 
-    async def register(self, *, connection_id: str, channel_name: str, record: dict) -> None:
+    async def register(self, *, connection_id: str, address: str, record: dict) -> None:
         """Enter a connection in this process's registry hash (and its user's
         connections), renewed with this process's liveness."""
         await self.start()
@@ -332,7 +332,7 @@ class RedisBackend:
                 pipe.hset(
                     addressing.user_connections_key(record["user"]),
                     connection_id,
-                    f"{INSTANCE_ID}|{record['transport']}|{channel_name}",
+                    f"{INSTANCE_ID}|{record['transport']}|{address}",
                 )
             await pipe.execute()
 

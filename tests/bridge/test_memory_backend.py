@@ -208,7 +208,7 @@ async def test_pending_marker_is_per_user(backend, clock):
 async def test_register_and_unregister_connections(backend):
     for conn, name, transport in (("c1", "ch1", "sse"), ("c2", "ch2", "websocket")):
         record = {"user": "bob", "transport": transport}
-        await backend.register(connection_id=conn, channel_name=name, record=record)
+        await backend.register(connection_id=conn, address=name, record=record)
     assert len(await backend.all_records()) == 2
     assert await backend.user_connections("bob") == {"c1": "ch1", "c2": "ch2"}
     assert await backend.user_connections("bob", transport="sse") == {"c1": "ch1"}
