@@ -132,9 +132,12 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             self.conn.close()
         await self.close(exc.close_code)
 
-    async def disconnect(self, code):
+    async def websocket_disconnect(self, message):
+        # Channels' own ends with a thread hop to close stale database
+        # connections, which a connection of the gateway never opened.
         if self.conn is not None:
             self.conn.close()
+        raise StopConsumer()
 
     def _overflowed(self) -> None:
         self._closing = asyncio.ensure_future(self._refuse(SlowConsumer()))
