@@ -307,6 +307,10 @@ class Connection:
         self.opened = False
         heartbeats.unwatch(self)
         self.sock.closed = True
+        # The transport's callbacks point back at it: dropped here, a closed
+        # connection is freed by reference counting, with no cycle left for
+        # a full garbage collection (a pause of every connection) to find.
+        self.end = self.control = self.sock.on_overflow = None
         metrics.CONNECTIONS.labels(self.transport).dec()
         self.backend.hub.counts[self.transport] -= 1
         self.backend.hub.connections.pop(self.id, None)

@@ -1,6 +1,5 @@
 """ASGI entry point: HTTP to Django, WebSockets to the gateway consumer."""
 
-import gc
 import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "realtime.settings")
@@ -16,6 +15,7 @@ from django.urls import re_path  # noqa: E402
 
 from bridge.asgi import BodyLimit, BrowserOriginValidator  # noqa: E402
 from realtime.handlers import LeanASGIHandler, route_by_path  # noqa: E402
+from realtime.heap import freeze_long_lived  # noqa: E402
 from realtime.routing import sse_urlpatterns, websocket_urlpatterns  # noqa: E402
 from realtime.static import static_or  # noqa: E402
 
@@ -26,11 +26,7 @@ http_app = URLRouter(
     ]
 )
 
-# What exists now (Django, the URLconf, every module) lives as long as the
-# process: keep it out of every later full garbage collection, whose pauses
-# grow with the heap and stall every connection.
-gc.collect()
-gc.freeze()
+freeze_long_lived()
 
 application = ProtocolTypeRouter(
     {
