@@ -81,6 +81,10 @@ class GatewayAPIView(APIView):
         except Exception as exc:  # noqa: BLE001 (DRF renders or re-raises it)
             response = self.handle_exception(exc)
         self.response = _rendered(self.finalize_response(request, response, *args, **kwargs))
+        # DRF's request and view point at each other through the parser
+        # context: freed here by reference counting, a request leaves no
+        # cycle for a garbage collection to find (realtime/heap.py).
+        request.parser_context = None
         return self.response
 
     def check_throttles(self, request):
@@ -112,6 +116,7 @@ def _rendered(response):
     plain = HttpResponse(response.content, status=response.status_code)
     for header, value in response.items():
         plain[header] = value
+    response.renderer_context = None  # it holds the response itself
     return plain
 
 
