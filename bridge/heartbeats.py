@@ -1,12 +1,14 @@
 """Every live connection of an event loop, watched by one timer: WebSocket
 heartbeats, the registry's `last_seen`, and closing everything on shutdown.
 
-One task per event loop, never one per connection: every
+One task per event loop, never one per connection: once every
 WEBSOCKET_HEARTBEAT_INTERVAL seconds it writes a `ping` frame to each
 WebSocket through its `LocalSocket`, ends those that let
 WEBSOCKET_MAX_MISSED_PONGS pings in a row pass without sending any frame, and
-writes the `last_seen` of the connections heard from since the last tick to
-the registry in one batch.
+writes the `last_seen` of the connections heard from since their last turn to
+the registry in one batch. The connections take their turns in SLICES parts
+spread over the interval: 5,000 pings written at once would stall every
+delivery of the process for a tenth of a second.
 
 A transport hands each `Connection` an `end` callable (`await conn.end(error)`
 tells the client why, then closes): the heartbeat timeout and the shutdown use
@@ -30,14 +32,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+SLICES = 10  # parts of the interval the connections' turns are spread over
+
 
 class _Watch:
     """One event loop's live connections and their heartbeat state."""
 
     def __init__(self) -> None:
         # Connection -> [time of the last ping sent (0: none yet), consecutive
-        # pings missed, last_seen last written to the registry].
+        # pings missed, last_seen last written to the registry, its slice].
         self.conns: dict[Connection, list] = {}
+        self.opened = 0  # connections watched so far: the next one's slice
         self.task: asyncio.Task | None = None
         self.draining = False
         self.ending: set[asyncio.Task] = set()
@@ -65,7 +70,8 @@ def draining() -> bool:
 def watch(conn: "Connection") -> None:
     """Watch a connection that just opened (any transport)."""
     state = _watch()
-    state.conns[conn] = [0.0, 0, conn.last_seen]
+    state.conns[conn] = [0.0, 0, conn.last_seen, state.opened % SLICES]
+    state.opened += 1
     if state.task is None:
         state.task = asyncio.get_running_loop().create_task(_run(state))
 
@@ -80,25 +86,32 @@ def unwatch(conn: "Connection") -> None:
 
 async def _run(state: _Watch) -> None:
     try:
+        part = 0
         while state.conns:
-            await asyncio.sleep(settings.WEBSOCKET_HEARTBEAT_INTERVAL)
+            await asyncio.sleep(settings.WEBSOCKET_HEARTBEAT_INTERVAL / SLICES)
             try:
-                await tick(state)
+                await tick(state, part=part)
             except Exception:
                 log.exception("a heartbeat tick failed")
+            part = (part + 1) % SLICES
     finally:
         state.task = None
 
 
-async def tick(state: _Watch | None = None, now: float | None = None) -> None:
-    """Ping every WebSocket, end the silent ones, and write changed `last_seen`
-    values to the registry in one batch."""
+async def tick(
+    state: _Watch | None = None, now: float | None = None, part: int | None = None
+) -> None:
+    """Ping every WebSocket (of slice `part` only, when given), end the
+    silent ones, and write changed `last_seen` values to the registry in one
+    batch."""
     state = state or _watch()
     now = time.time() if now is None else now
     limit = settings.WEBSOCKET_MAX_MISSED_PONGS
     ping = {"type": "ping", "ts": now}
     seen = []
     for conn, beat in tuple(state.conns.items()):
+        if part is not None and beat[3] != part:
+            continue
         if conn.last_seen != beat[2]:
             beat[2] = conn.last_seen
             seen.append(conn)

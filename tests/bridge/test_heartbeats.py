@@ -44,6 +44,25 @@ async def test_every_tick_writes_a_ping_frame_to_every_websocket():
             assert await comm.receive_json_from() == {"type": "ping", "ts": 1234.5}
 
 
+async def test_the_timer_spreads_the_pings_over_its_turns(monkeypatch):
+    monkeypatch.setattr(heartbeats, "SLICES", 2)
+    async with (
+        ws("/ws/?user_id=alice") as (one, _),
+        ws("/ws/?user_id=bob") as (two, _),
+        ws("/ws/?user_id=carol") as (three, _),
+    ):
+        turns = {}
+        for part in (0, 1):
+            await heartbeats.tick(now=float(part), part=part)
+            for name, comm in (("alice", one), ("bob", two), ("carol", three)):
+                if not await comm.receive_nothing(0.05):
+                    assert await comm.receive_json_from() == {"type": "ping", "ts": float(part)}
+                    turns.setdefault(name, []).append(part)
+        # Each one pinged once per round of turns, and the turns are shared.
+        assert sorted(len(t) for t in turns.values()) == [1, 1, 1]
+        assert {t[0] for t in turns.values()} == {0, 1}
+
+
 async def test_a_silent_connection_is_closed_4408_after_the_missed_pings(settings):
     settings.WEBSOCKET_MAX_MISSED_PONGS = 3
     async with ws() as (comm, welcome):
