@@ -39,6 +39,7 @@ from .errors import (
     Unavailable,
     Validation,
 )
+from .heartbeats import SLICES
 from .history import format_id, parse_id
 from .hub import LocalSocket
 
@@ -423,10 +424,15 @@ def _stop_heartbeats(sock: SSESocket) -> None:
 
 
 async def _beat(loop, socks: set[SSESocket]) -> None:
+    """A keep-alive comment to every stream once per SSE_HEARTBEAT_INTERVAL,
+    in turns spread over it (as WebSocket pings are: bridge.heartbeats)."""
+    part = 0
     while True:
-        await asyncio.sleep(settings.SSE_HEARTBEAT_INTERVAL)
+        await asyncio.sleep(settings.SSE_HEARTBEAT_INTERVAL / SLICES)
         if not socks:
             del _heartbeats[loop]
             return
         for sock in tuple(socks):
-            sock.write(KEEP_ALIVE)
+            if hash(sock) % SLICES == part:
+                sock.write(KEEP_ALIVE)
+        part = (part + 1) % SLICES
