@@ -96,7 +96,7 @@ async def aconnected(conn, answer: Answer | None) -> None:
         # Imported here: `connections` imports this module for its close hook.
         from .connections import close_remote
 
-        # Through the layer, so the transport closes it its own way, after the event.
+        # A control event, so the transport closes it its own way, after the event.
         await close_remote(conn.address, ServerClosed)
 
 

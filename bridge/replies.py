@@ -5,7 +5,7 @@ stream, or the WebSocket user who sent it. The waiting process claims the id
 in the backend (so a second send with it gets 409, and a responder on any
 process learns where to send), and a `response` is handed to that process as
 a control message, then to the waiter. One claim per id, one reader per
-process: nothing is created per request in the channel layer.
+process: nothing is created per request.
 """
 
 import asyncio

@@ -1,6 +1,6 @@
 """Every setting of the gateway, read from the environment in this one place.
 
-Defaults suit development on one machine (SQLite, in-memory channel layer);
+Defaults suit development on one machine (SQLite, everything in memory);
 production secrets have no default.
 """
 
