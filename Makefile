@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench bench-smoke bench-scenarios clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,19 +22,32 @@ run: $(VENV)/.stamp-run
 	DEBUG=$${DEBUG:-true} PYTHON=$(BIN)/python bin/serve
 
 ## Lint, the import rule, migrations check, then the whole test suite
-## (the browser tests need Debian's chromium: bin/ensure-chromium installs it as root).
+## (the browser tests need Debian's chromium: bin/ensure-chromium installs it as root),
+## then the benchmark harness at smoke sizes (it fails only if the harness breaks).
 test: $(VENV)/.stamp-dev lint
 	bin/ensure-chromium
 	DEBUG=true $(BIN)/python manage.py makemigrations --check --dry-run
 	$(BIN)/pytest
+	$(MAKE) --no-print-directory bench-smoke
 
 lint: $(VENV)/.stamp-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
-## Load test the gateway; results in docs/benchmarks.md.
+## The gateway against python-socketio and a bare websockets server, same load,
+## same run (W1-W4, both backends, about 40 minutes); the table is printed,
+## results go to docs/benchmarks.md, docs/bench/peers.json and docs/bench/peers.png.
 bench: $(VENV)/.stamp-dev
+	$(BIN)/python -m bench.compare
+
+## The same harness at smoke sizes (under a minute): prints the figures, judges nothing,
+## writes only under bench/results/; exits non-zero only if the harness itself breaks.
+bench-smoke: $(VENV)/.stamp-dev
+	$(BIN)/python -m bench.compare --smoke
+
+## The gateway's detailed scenarios (bench/run.py); results in docs/benchmarks.md.
+bench-scenarios: $(VENV)/.stamp-dev
 	$(BIN)/python -m bench.run
 
 clean:

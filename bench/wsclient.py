@@ -31,9 +31,15 @@ class Sink:
 
 
 class WSClient(asyncio.Protocol):
-    def __init__(self, index: int, user: str, host: str, port: int, sink: Sink):
+    # The handshake's request target; `{user}` is replaced by the user id.
+    path_template = "/ws/?user_id={user}"
+
+    def __init__(
+        self, index: int, user: str, host: str, port: int, sink: Sink, path: str | None = None
+    ):
         self.index = index
         self.user = user
+        self.path = path or self.path_template.format(user=user)
         self.host = host
         self.port = port
         self.sink = sink
@@ -57,7 +63,7 @@ class WSClient(asyncio.Protocol):
         key = base64.b64encode(os.urandom(16)).decode()
         transport.write(
             (
-                f"GET /ws/?user_id={self.user} HTTP/1.1\r\n"
+                f"GET {self.path} HTTP/1.1\r\n"
                 f"Host: {self.host}:{self.port}\r\n"
                 "Upgrade: websocket\r\nConnection: Upgrade\r\n"
                 f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -181,11 +187,14 @@ class WSClient(asyncio.Protocol):
             self.transport.close()
 
 
-async def connect(index: int, user: str, host: str, port: int, sink: Sink) -> WSClient:
-    """Open one client and wait for the gateway's welcome frame."""
+async def connect(
+    index: int, user: str, host: str, port: int, sink: Sink, client_class: type = WSClient
+) -> WSClient:
+    """Open one client and wait for the gateway's welcome frame (or what
+    `client_class` takes as its welcome)."""
     loop = asyncio.get_running_loop()
     _, client = await loop.create_connection(
-        lambda: WSClient(index, user, host, port, sink), host, port
+        lambda: client_class(index, user, host, port, sink), host, port
     )
     await client.welcomed
     return client
@@ -197,6 +206,7 @@ async def connect_many(
     *,
     concurrency: int = 100,
     spread_s: float = 0.0,
+    client_class: type = WSClient,
 ) -> tuple[list[WSClient], float]:
     """Connect clients with at most `concurrency` handshakes in flight,
     evenly spaced over `spread_s` seconds when it is given.
@@ -213,7 +223,7 @@ async def connect_many(
         async with sem:
             for attempt in range(3):
                 try:
-                    return await asyncio.wait_for(connect(*spec, sink), 30)
+                    return await asyncio.wait_for(connect(*spec, sink, client_class), 30)
                 except (OSError, ConnectionError, TimeoutError) as exc:
                     if attempt == 2:
                         raise

@@ -12,10 +12,16 @@ import logging
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 
+from autobahn.exception import Disconnected
+
 from . import metrics
 from .history import parse_id
 
 log = logging.getLogger(__name__)
+
+# What an ASGI send raises once the peer has left, its disconnect event still
+# to come: uvicorn's ClientDisconnected (an OSError), Daphne's (autobahn's).
+PEER_GONE = (OSError, Disconnected)
 
 Send = Callable[[dict], Awaitable[None]]
 
@@ -119,8 +125,7 @@ class LocalSocket:
             waiting_on = coro.send(None)
         except StopIteration:
             return
-        except OSError:
-            # The peer left (uvicorn's ClientDisconnected): its disconnect follows.
+        except PEER_GONE:
             log.debug("socket gone", exc_info=True)
             self.closed = True
             return

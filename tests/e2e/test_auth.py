@@ -23,6 +23,7 @@ def secured(tmp_path_factory):
         SSE_AUTH_REQUIRED="true",
         JWT_SECRET=SECRET,
         PUBLIC_ACCOUNTS="auth_bot",
+        LOG_LEVEL="INFO",  # with the server's access log, which must mask tokens too
     )
     yield server
     server.stop()
