@@ -1362,6 +1362,14 @@ class Harness:
     def _reply_state(self) -> dict:
         return {"ok": 0, "lat": array("d"), "last": time.monotonic(), "errors": {}}
 
+    async def _bot_alive(self) -> None:
+        """A step past the server's capacity may have had the bot closed (a
+        slow consumer gets 1013): the next step starts with a new one."""
+        if self.bot.closed.done():
+            self.log(f"  the bot was closed ({self.bot.close_code}): connecting it again")
+            self.target.forget_replies()
+            self.bot = await self.target.connect_bot(self.target.port_for(0))
+
     async def ws_reply_step(self, rate: float, senders: list) -> dict:
         plan = self.plan
         target = self.target
@@ -1370,6 +1378,7 @@ class Harness:
         total = max(1, int(rate * plan.step_seconds))
         st = self._reply_state()
         nsend = len(senders)
+        await self._bot_alive()
         closed_before = len(self.recorder.closed)
         bot_closed = self.bot.closed.done()
 
@@ -1407,6 +1416,7 @@ class Harness:
         total = max(1, int(rate * plan.step_seconds))
         st = self._reply_state()
         errors = st["errors"]
+        await self._bot_alive()
 
         def record(ctx, ok: bool, kind: str, now: float):
             ctx_step, scheduled = ctx

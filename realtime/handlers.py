@@ -46,6 +46,10 @@ class LeanASGIHandler(ASGIHandler):
             return
         response = await self.run_get_response(request)
         if not response.streaming:
+            # As CommonMiddleware would: without it the server frames the
+            # body in chunks, one more write per response.
+            if not response.has_header("Content-Length"):
+                response["Content-Length"] = str(len(response.content))
             await self.send_response(response, send)
             return
         # A stream lasts until it ends or the client leaves, whichever is first.
