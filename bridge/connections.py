@@ -96,10 +96,8 @@ class Connection:
         # heartbeat tick (bridge.heartbeats), never once per frame.
         self.last_seen = self.connected_at
         # Set by the transport: `await end(error)` tells the client why, then
-        # closes (heartbeat timeout, shutdown); `control(event)` takes the
-        # control events sent to its address (bridge.control).
+        # closes (heartbeat timeout, shutdown, a close sent to its address).
         self.end = None
-        self.control = None
 
     def record(self) -> dict:
         """What the registry shows of this connection, on every process."""
@@ -116,6 +114,14 @@ class Connection:
             # Internal: how `DELETE connections/{id}` reaches it (never shown).
             "address": self.address,
         }
+
+    def control(self, event: dict) -> None:
+        """A control event sent to its address: a frame for it alone, or an
+        order to close, which its transport carries out its own way."""
+        if event["type"] == control.FRAME_EVENT:
+            self.sock.write({"type": "websocket.send", "text": event["text"]})
+        elif self.end is not None:
+            in_background(self.end(control.close_error(event)))
 
     @property
     def personal_stream(self) -> str | None:
@@ -310,7 +316,7 @@ class Connection:
         # The transport's callbacks point back at it: dropped here, a closed
         # connection is freed by reference counting, with no cycle left for
         # a full garbage collection (a pause of every connection) to find.
-        self.end = self.control = self.sock.on_overflow = None
+        self.end = self.sock.on_overflow = None
         metrics.CONNECTIONS.labels(self.transport).dec()
         self.backend.hub.counts[self.transport] -= 1
         self.backend.hub.connections.pop(self.id, None)

@@ -16,8 +16,8 @@ from django.conf import settings
 
 from accounts import identity
 
-from . import callbacks, control, dialects, envelope, metrics, presence, protocol, replies, services
-from .connections import Connection, in_background, parse_since
+from . import callbacks, dialects, envelope, metrics, presence, protocol, replies, services
+from .connections import Connection, parse_since
 from .errors import (
     BridgeError,
     Forbidden,
@@ -91,7 +91,6 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         )
         conn = Connection(principal=principal, sock=sock, transport="websocket")
         conn.end = self._refuse
-        conn.control = self._control
         self._tokens, self._refilled = float(settings.WEBSOCKET_RATE_BURST), time.monotonic()
         bad_since = None
         try:
@@ -234,18 +233,6 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         await replies.areply(sender=_sender(conn), **request.fields)
         if request.request_id is not None:
             conn.send_frame({"type": "ack", "request_id": request.request_id, "action": "response"})
-
-    # -- control events --------------------------------------------------------------
-    def _control(self, event: dict) -> None:
-        """Another part of the gateway asks this connection to close, or has a
-        message for it alone (a push to its `connection_id`)."""
-        if event["type"] == control.FRAME_EVENT:
-            self.conn.sock.write({"type": "websocket.send", "text": event["text"]})
-            return
-        error = BridgeError(event.get("message") or "Closed by the gateway.")
-        error.code = event["error"]
-        error.close_code = event["code"]
-        in_background(self._refuse(error))
 
 
 HANDLERS = {

@@ -7,6 +7,7 @@ its own.
 
 from . import replies
 from .backends import get_backend
+from .errors import BridgeError
 from .instance import INSTANCE_ID
 
 CLOSE_EVENT = "bridge.close"  # `code`, `error`, `message`: end the connection so
@@ -24,11 +25,19 @@ async def send(address: str, event: dict) -> None:
     await get_backend().send_control(process, {**event, "connection": connection_id})
 
 
+def close_error(event: dict) -> BridgeError:
+    """The error a CLOSE_EVENT ends its connection with."""
+    error = BridgeError(event.get("message") or "Closed by the gateway.")
+    error.code = event["error"]
+    error.close_code = event["code"]
+    return error
+
+
 def dispatch(backend, payload: dict) -> None:
     """A control message reached this process: hand it to its waiter or connection."""
     if payload.get("type") == "response":
         replies.deliver(backend, payload)
         return
     conn = backend.hub.connections.get(payload["connection"])
-    if conn is not None and conn.control is not None:
+    if conn is not None:
         conn.control(payload)

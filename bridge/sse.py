@@ -27,9 +27,9 @@ from django_eventstream.utils import get_channelmanager, parse_last_event_id, ss
 
 from accounts import identity
 
-from . import addressing, callbacks, control, envelope, metrics
+from . import addressing, callbacks, envelope, metrics
 from .asgi import cors_headers
-from .connections import Connection, in_background
+from .connections import Connection
 from .errors import (
     BridgeError,
     Forbidden,
@@ -261,7 +261,6 @@ class EventStreamConsumer(AsyncConsumer):
         )
         conn = Connection(principal=principal, sock=sock, transport="sse")
         conn.end = self._end
-        conn.control = self._control
         after = _resume_positions(request, conn.personal_stream)
         try:
             answer = await callbacks.aconnect(conn, self.scope)
@@ -308,11 +307,7 @@ class EventStreamConsumer(AsyncConsumer):
         raise StopConsumer()
 
     def _overflowed(self) -> None:
-        self._ending = asyncio.ensure_future(self._end_overflowed())
-
-    async def _end_overflowed(self) -> None:
-        await self._end(SlowConsumer())
-        self._stop()
+        self._ending = asyncio.ensure_future(self._end(SlowConsumer()))
 
     def _stop(self) -> None:
         """Wake the consumer's loop, which waits for the client: the stream is over."""
@@ -320,8 +315,9 @@ class EventStreamConsumer(AsyncConsumer):
             self._stopped.set_result(None)
 
     async def _end(self, exc: BridgeError) -> None:
-        """End a live stream with an `error` event; the browser reconnects
-        with `Last-Event-ID` unless the reason is final (4403)."""
+        """End a live stream with an `error` event, and the consumer with it;
+        the browser reconnects with `Last-Event-ID` unless the reason is
+        final (4403)."""
         conn = self.conn
         if conn is None:
             return
@@ -329,20 +325,6 @@ class EventStreamConsumer(AsyncConsumer):
         _stop_heartbeats(conn.sock)
         conn.close()
         await self._answer(exc)
-
-    def _control(self, event: dict) -> None:
-        """Another part of the gateway asks this stream to end, or has a
-        message for it alone (a push to its `connection_id`)."""
-        if event["type"] == control.FRAME_EVENT:
-            self.conn.sock.write({"type": "websocket.send", "text": event["text"]})
-            return
-        error = BridgeError(event.get("message") or "Closed by the gateway.")
-        error.code = event["error"]
-        error.close_code = event["code"]
-        in_background(self._close(error))
-
-    async def _close(self, error: BridgeError) -> None:
-        await self._end(error)
         self._stop()
 
 
