@@ -38,7 +38,6 @@ import os
 import random
 import re
 import resource
-import shlex
 import shutil
 import subprocess
 import sys
@@ -57,7 +56,7 @@ from . import compare_report as report
 from . import gateway as gw
 from .httpclient import RawPool
 from .peerclients import FastWSClient, SioClient
-from .run import machine, revision
+from .run import run_header
 from .scenarios import Plan as ScenarioPlan
 from .scenarios import Session
 from .scenarios import describe as describe_step
@@ -1598,24 +1597,10 @@ def main(argv=None) -> int:
         os.sched_setaffinity(0, gen_cpus)
         Probe.generator_cores, Probe.server_cores = gen_cpus, server_cpus
     started = datetime.datetime.now(datetime.UTC)
-    info = machine()
     run = {
         "kind": "peers",
-        "date": started.strftime("%Y-%m-%d %H:%M UTC"),
+        **run_header("bench.compare", started, gen_cpus, server_cpus),
         "stamp": started.strftime("%Y%m%dT%H%M%S") + ("-smoke" if args.smoke else ""),
-        "command": "python -m bench.compare"
-        + (" " + shlex.join(sys.argv[1:]) if sys.argv[1:] else ""),
-        "revision": revision(),
-        "machine": info,
-        "machine_line": (
-            f"{info['nproc']} cores ({info['cpu'] or 'unknown CPU'}), "
-            f"{info['memory_gib']} GiB, Python {info['python']}, "
-            f"{', '.join(f'{k} {v}' for k, v in info['packages'].items())}"
-        ),
-        "pinning": {
-            "generator": sorted(gen_cpus) if gen_cpus else None,
-            "servers": sorted(server_cpus) if server_cpus else None,
-        },
         "smoke": plan.smoke,
         "plan": plan.__dict__,
         "targets_run": targets,

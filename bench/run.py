@@ -184,6 +184,27 @@ def machine() -> dict:
     }
 
 
+def run_header(module: str, started, gen_cpus, server_cpus) -> dict:
+    """What every saved run starts with: when, the command, the commit, the
+    machine and the pinning."""
+    info = machine()
+    return {
+        "date": started.strftime("%Y-%m-%d %H:%M UTC"),
+        "command": f"python -m {module}" + (" " + shlex.join(sys.argv[1:]) if sys.argv[1:] else ""),
+        "revision": revision(),
+        "machine": info,
+        "machine_line": (
+            f"{info['nproc']} cores ({info['cpu'] or 'unknown CPU'}), "
+            f"{info['memory_gib']} GiB, Python {info['python']}, "
+            f"{', '.join(f'{k} {v}' for k, v in info['packages'].items())}"
+        ),
+        "pinning": {
+            "generator": sorted(gen_cpus) if gen_cpus else None,
+            "servers": sorted(server_cpus) if server_cpus else None,
+        },
+    }
+
+
 def revision() -> str:
     """The commit under test, and whether the gateway's files differ from it."""
     root = Path(__file__).resolve().parent.parent
@@ -352,23 +373,9 @@ def main(argv=None) -> int:
     gen_cpus, server_cpus = pinning(args.no_pin)
     if gen_cpus:
         os.sched_setaffinity(0, gen_cpus)
-    command = "python -m bench.run" + (" " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "")
-    info = machine()
     started = datetime.datetime.now(datetime.UTC)
     run = {
-        "date": started.strftime("%Y-%m-%d %H:%M UTC"),
-        "command": command,
-        "revision": revision(),
-        "machine": info,
-        "machine_line": (
-            f"{info['nproc']} cores ({info['cpu'] or 'unknown CPU'}), "
-            f"{info['memory_gib']} GiB, Python {info['python']}, "
-            f"{', '.join(f'{k} {v}' for k, v in info['packages'].items())}"
-        ),
-        "pinning": {
-            "generator": sorted(gen_cpus) if gen_cpus else None,
-            "servers": sorted(server_cpus) if server_cpus else None,
-        },
+        **run_header("bench.run", started, gen_cpus, server_cpus),
         "http_client": args.http_client,
         "clients": plan.clients,
         "scenarios": scenarios,

@@ -71,6 +71,20 @@ def health(connection: ServerConnection, request: Request) -> Response | None:
     )
 
 
+def _message(mid: str, frame: dict, user: str, *, channel=None, correlation_id=None) -> dict:
+    """The gateway's message envelope for a client's `publish` or `send`."""
+    return {
+        "type": "message",
+        "id": mid,
+        "event_type": frame.get("event_type", "message"),
+        "data": frame.get("data"),
+        "channel": channel,
+        "from": {"user": user},
+        "correlation_id": correlation_id,
+        "ts": time.time(),
+    }
+
+
 async def handler(ws: ServerConnection) -> None:
     global connections
     query = parse_qs(urlsplit(ws.request.path).query)
@@ -130,16 +144,7 @@ async def on_frame(ws: ServerConnection, user: str, subscribed: set[str], text) 
     elif action == "publish":
         channel = str(frame.get("channel"))
         mid = message_id()
-        envelope = {
-            "type": "message",
-            "id": mid,
-            "event_type": frame.get("event_type", "message"),
-            "data": frame.get("data"),
-            "channel": channel,
-            "from": {"user": user},
-            "correlation_id": None,
-            "ts": time.time(),
-        }
+        envelope = _message(mid, frame, user, channel=channel)
         members = channels.get(channel, ())
         broadcast(members, dumps(envelope))
         if request_id is None:
@@ -151,16 +156,7 @@ async def on_frame(ws: ServerConnection, user: str, subscribed: set[str], text) 
         target = to.removeprefix("@")
         correlation_id = frame.get("correlation_id")
         mid = message_id()
-        envelope = {
-            "type": "message",
-            "id": mid,
-            "event_type": frame.get("event_type", "message"),
-            "data": frame.get("data"),
-            "channel": None,
-            "from": {"user": user},
-            "correlation_id": correlation_id,
-            "ts": time.time(),
-        }
+        envelope = _message(mid, frame, user, correlation_id=correlation_id)
         if account:
             envelope["original_sender"] = user
         if correlation_id is not None:
