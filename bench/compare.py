@@ -29,6 +29,7 @@ docs/bench/peers.json, docs/bench/peers.png and its section of
 docs/benchmarks.md.
 """
 
+import abc
 import argparse
 import asyncio
 import contextlib
@@ -513,7 +514,7 @@ class SocketIODialect:
 # --- targets ---------------------------------------------------------------------------
 
 
-class Target:
+class Target(abc.ABC):
     """One server under test: how to start it, count its connections, and talk to it."""
 
     kind = ""
@@ -555,11 +556,13 @@ class Target:
     async def gc_reading(self) -> dict | None:
         return None
 
+    @abc.abstractmethod
     def start(self) -> None:
-        raise NotImplementedError
+        """Start the server(s), pinned, and wait until they answer."""
 
+    @abc.abstractmethod
     def stop(self) -> None:
-        raise NotImplementedError
+        """Stop the server(s) and keep their logs."""
 
     def cleanup(self) -> None:
         shutil.rmtree(self.work, ignore_errors=True)
