@@ -103,7 +103,7 @@ MIDDLEWARE = [
 
 # The API, the push aliases and /health, /ready, /metrics run with only these
 # (async-native) middleware: see realtime/handlers.py. The admin gets MIDDLEWARE.
-API_MIDDLEWARE = ["corsheaders.middleware.CorsMiddleware"]
+API_MIDDLEWARE = ["realtime.handlers.BrowserCorsMiddleware"]
 FULL_STACK_PATHS = ("/admin/",)
 
 ROOT_URLCONF = "realtime.urls"

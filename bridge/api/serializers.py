@@ -29,6 +29,12 @@ class StrictSerializer(serializers.Serializer):
         serializer's cost)."""
         return _validator(cls).run_validation(data)
 
+    @functools.cached_property
+    def _writable_fields(self) -> tuple:
+        # DRF walks its field mapping on every validation; the fields of a
+        # long-lived validator never change.
+        return tuple(field for field in self.fields.values() if not field.read_only)
+
 
 @functools.cache
 def _validator(serializer_class) -> serializers.Serializer:
@@ -41,6 +47,11 @@ class AnyJSONField(serializers.JSONField):
     def __init__(self, **kwargs):
         kwargs.setdefault("allow_null", True)
         super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        # Every body is parsed from JSON (codec.ORJSONParser): its values are
+        # JSON already, without DRF's encoding of them again to make sure.
+        return data
 
 
 class StringField(serializers.CharField):

@@ -48,9 +48,14 @@ class JSONFirstNegotiation(DefaultContentNegotiation):
     negotiated as DRF does."""
 
     def select_renderer(self, request, renderers, format_suffix=None):
-        if len(renderers) == 1 and not format_suffix and "format" not in request.query_params:
+        if len(renderers) == 1 and not format_suffix and not _asks_format(request):
             return renderers[0], renderers[0].media_type
         return super().select_renderer(request, renderers, format_suffix)
+
+
+def _asks_format(request) -> bool:
+    # Most requests have no query string: no QueryDict to build for them.
+    return bool(request.META.get("QUERY_STRING")) and "format" in request.query_params
 
 
 class GatewayAPIView(APIView):

@@ -521,3 +521,17 @@ async def test_an_unknown_format_is_a_404_in_the_contract_shape(client):
     r = await client.post(PUSH, params={"format": "yaml"}, json={"user_id": "a"})
     assert r.status_code == HTTPStatus.NOT_FOUND
     assert r.json()["error"] == "not_found"
+
+
+async def test_cors_answers_a_browser_origin_and_every_answer_varies_on_it(client, settings):
+    settings.CORS_ALLOW_ALL_ORIGINS = False
+    settings.CORS_ALLOWED_ORIGINS = ["https://app.example"]
+    from_backend = await client.post(PUSH, json={"user_id": "alice"})
+    from_browser = await client.post(
+        PUSH, json={"user_id": "alice"}, headers={"Origin": "https://app.example"}
+    )
+    assert "access-control-allow-origin" not in from_backend.headers
+    assert from_browser.headers["access-control-allow-origin"] == "https://app.example"
+    for r in (from_backend, from_browser):
+        assert r.status_code == HTTPStatus.ACCEPTED
+        assert "origin" in r.headers["vary"].lower()
