@@ -100,8 +100,9 @@ def deliver(backend, payload: dict) -> None:
     stream = addressing.user_stream(waiter.user)
     _spawn(backend.publish_live(stream, envelope.dumps(payload)))
     if payload["is_final"]:
+        # Its claim ended with the final reply (`areply`): releasing it again
+        # could drop a claim made on the same id since.
         del waiters[correlation_id]
-        _spawn(backend.release(correlation_id))
 
 
 _tasks: set[asyncio.Task] = set()

@@ -21,6 +21,7 @@ from channels.testing import WebsocketCommunicator
 
 from accounts import directory
 from accounts.models import PublicAccount
+from bridge import replies
 from realtime.asgi import application
 from tests.sse import SEED_SEND, SEND, open_send, response_event
 
@@ -831,3 +832,12 @@ async def test_a_bad_correlation_id_in_data_is_refused(client, bad):
     r = await client.post("/api/v1/send", json=body)
     assert r.status_code == HTTPStatus.UNPROCESSABLE_ENTITY, r.text
     assert "data" in r.json()["fields"]
+
+
+async def test_a_claim_made_right_after_a_final_reply_holds():
+    assert await replies.aclaim_for_user("again", user="alice", ttl=10)
+    await replies.areply(correlation_id="again", data=None, is_final=True, sender={"user": "bob"})
+    assert await replies.aclaim_for_user("again", user="carol", ttl=10)
+    await asyncio.sleep(0.05)  # what the final reply set going has run
+    assert not await replies.aclaim_for_user("again", user="dave", ttl=10)
+    await replies.aforget("again")
