@@ -23,6 +23,19 @@ def presented_key(request) -> str | None:
     return None
 
 
+async def averified_key(request) -> apikeys.VerifiedKey | None:
+    """The API key `request` presents, verified; None when it presents none.
+    Raises Throttled while its address is shut out after failed attempts and
+    InvalidKey for a bad key, recording nothing (the caller decides)."""
+    raw = presented_key(request)
+    if raw is None:
+        return None
+    wait = failures.retry_after(request.META.get("REMOTE_ADDR"))
+    if wait is not None:
+        raise exceptions.Throttled(wait, "Too many failed authentications.")
+    return await apikeys.averify(raw)
+
+
 class ApiKeyAuthentication(authentication.BaseAuthentication):
     """`None` without an API key; 401 (`not_authenticated`) for an unknown,
     revoked or expired one. On success `request.auth` is the VerifiedKey.
@@ -32,19 +45,12 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
     """
 
     async def aauthenticate(self, request):
-        raw = presented_key(request)
-        if raw is None:
-            return None
-        address = request.META.get("REMOTE_ADDR")
-        wait = failures.retry_after(address)
-        if wait is not None:
-            raise exceptions.Throttled(wait, "Too many failed authentications.")
         try:
-            key = await apikeys.averify(raw)
+            key = await averified_key(request)
         except apikeys.InvalidKey as exc:
-            failures.record(address, str(exc))
+            failures.record(request.META.get("REMOTE_ADDR"), str(exc))
             raise exceptions.AuthenticationFailed(str(exc)) from None
-        return None, key
+        return None if key is None else (None, key)
 
     def authenticate(self, request):
         return async_to_sync(self.aauthenticate)(request)

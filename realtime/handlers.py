@@ -32,6 +32,12 @@ from django.utils.module_loading import import_string
 
 
 class LeanASGIHandler(ASGIHandler):
+    def __init__(self, express: dict | None = None):
+        """`express`: path -> a lane answering (status, headers, body) for
+        the requests it takes, None for the rest (bridge/api/express.py)."""
+        super().__init__()
+        self.express = express or {}
+
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             raise ValueError(f"Django serves HTTP only, not {scope['type']}.")
@@ -41,6 +47,13 @@ class LeanASGIHandler(ASGIHandler):
         body = await _read_body(receive)
         if body is None:
             return  # the client left before its request was complete
+        lane = self.express.get(scope["path"])
+        answer = None if lane is None else await lane.answer(scope, body)
+        if answer is not None:
+            status, headers, content = answer
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": content})
+            return
         set_script_prefix(get_script_prefix(scope))
         request, error_response = self.create_request(scope, io.BytesIO(body))
         if request is None:
