@@ -73,6 +73,11 @@ def stream_listeners_key(stream: str) -> str:
     return redis_key("lst", stream)
 
 
+def control_channel(process: str) -> str:
+    """The pub/sub channel of messages for one process (replies, control events)."""
+    return redis_key("ctl", process)
+
+
 def correlation_key(correlation_id: str) -> str:
     """Which process waits for replies on a correlation id."""
     return redis_key("corr", correlation_id)

@@ -72,11 +72,6 @@ async def areply(*, correlation_id: str, data, is_final: bool, sender: dict) -> 
     """Route a reply to whoever waits on its correlation id, on any process."""
     backend = get_backend()
     _waiters(backend)
-    # A final reply ends the claim here and now, so that a reply right after
-    # it is refused wherever the waiter lives.
-    owner = await backend.owner(correlation_id, end=is_final)
-    if owner is None:
-        raise UnknownCorrelation(f"Nobody waits for replies on {correlation_id!r}.")
     payload = {
         "type": "response",
         "correlation_id": correlation_id,
@@ -84,7 +79,10 @@ async def areply(*, correlation_id: str, data, is_final: bool, sender: dict) -> 
         "is_final": is_final,
         "from": sender,
     }
-    await backend.send_control(owner, payload)
+    # A final reply ends the claim here and now, so that a reply right after
+    # it is refused wherever the waiter lives.
+    if not await backend.to_owner(correlation_id, payload, end=is_final):
+        raise UnknownCorrelation(f"Nobody waits for replies on {correlation_id!r}.")
 
 
 def deliver(backend, payload: dict) -> None:

@@ -8,7 +8,6 @@ from django.conf import settings
 from ..envelope import frame
 from ..history import format_id
 from ..hub import Hub, LocalSocket
-from ..instance import INSTANCE_ID
 from . import Outgoing, Published
 
 SWEEP_EVERY = 60.0  # seconds between sweeps of expired streams
@@ -187,14 +186,15 @@ class MemoryBackend:
     async def release(self, correlation_id: str) -> None:
         self.claims.pop(correlation_id, None)
 
-    async def owner(self, correlation_id: str, *, end: bool = False) -> str | None:
-        """The process waiting on a correlation id (this one, or nobody);
-        `end` drops the claim in the same step."""
+    async def to_owner(self, correlation_id: str, payload: dict, *, end: bool = False) -> bool:
+        """Hand `payload` to the waiter on a correlation id (here, or nobody:
+        False); `end` drops the claim in the same step."""
         expires = self.claims.pop(correlation_id, None) if end else self.claims.get(correlation_id)
         if expires is None or expires < time.monotonic():
             self.claims.pop(correlation_id, None)
-            return None
-        return INSTANCE_ID
+            return False
+        self.on_control(payload)
+        return True
 
     async def send_control(self, process: str, payload: dict) -> None:
         self.on_control(payload)

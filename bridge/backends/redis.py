@@ -110,6 +110,18 @@ return 0
 """
 
 
+# Hand a control message to a correlation id's waiter: its process, or nil
+# when nobody waits (ARGV: this process, the control channel prefix, "1" to
+# end the claim, the message). A message for this process is not published.
+TO_OWNER = """
+local owner = redis.call('GET', KEYS[1])
+if not owner then return nil end
+if ARGV[3] == '1' then redis.call('DEL', KEYS[1]) end
+if owner ~= ARGV[1] then redis.call('PUBLISH', ARGV[2] .. owner, ARGV[4]) end
+return owner
+"""
+
+
 class RedisBackend:
     name = "redis"
 
@@ -134,9 +146,10 @@ class RedisBackend:
         self._tasks: set[asyncio.Task] = set()
         self._started = False
         self._start_lock = asyncio.Lock()
-        self._control = addressing.redis_key("ctl", INSTANCE_ID)
+        self._control = addressing.control_channel(INSTANCE_ID)
         self._records = addressing.records_key(INSTANCE_ID)
         self._release = self.client.register_script(RELEASE)
+        self._to_owner = self.client.register_script(TO_OWNER)
         self._join = self.client.register_script(JOIN)
         self._leave = self.client.register_script(LEAVE)
         # Set by the presence module: run after each liveness renewal.
@@ -458,17 +471,24 @@ class RedisBackend:
         key = addressing.correlation_key(correlation_id)
         await self._release(keys=[key], args=[INSTANCE_ID])
 
-    async def owner(self, correlation_id: str, *, end: bool = False) -> str | None:
-        """The process waiting on a correlation id, or None; `end` drops the
-        claim in the same step."""
-        key = addressing.correlation_key(correlation_id)
-        return await (self.client.getdel(key) if end else self.client.get(key))
+    async def to_owner(self, correlation_id: str, payload: dict, *, end: bool = False) -> bool:
+        """Hand `payload` to the process waiting on a correlation id, in one
+        round trip (False when nobody waits); `end` drops the claim in the
+        same step."""
+        text = orjson.dumps(payload).decode()
+        owner = await self._to_owner(
+            keys=[addressing.correlation_key(correlation_id)],
+            args=[INSTANCE_ID, addressing.control_channel(""), "1" if end else "0", text],
+        )
+        if owner == INSTANCE_ID:
+            self.on_control(payload)
+        return owner is not None
 
     async def send_control(self, process: str, payload: dict) -> None:
         if process == INSTANCE_ID:
             self.on_control(payload)
             return
-        channel = addressing.redis_key("ctl", process)
+        channel = addressing.control_channel(process)
         await self.client.publish(channel, orjson.dumps(payload).decode())
 
     async def publish_live(
