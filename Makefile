@@ -35,8 +35,8 @@ lint: $(VENV)/.stamp-dev
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
-## The gateway against python-socketio and a bare websockets server, same load,
-## same run (W1-W4, both backends, about 40 minutes); the table is printed,
+## The gateway against python-socketio, a bare websockets server and uvicorn with
+## an empty app, same load, same run (W1-W4, both backends, about 40 minutes); the table is printed,
 ## results go to docs/benchmarks.md, docs/bench/peers.json and docs/bench/peers.png.
 bench: $(VENV)/.stamp-dev
 	$(BIN)/python -m bench.compare

@@ -1,4 +1,4 @@
-"""The gateway against two reference servers: `python -m bench.compare`
+"""The gateway against reference servers: `python -m bench.compare`
 (what `make bench` runs; `make bench-smoke` is `--smoke`).
 
 One load generator (this process, uvloop, pinned to core 0) runs the same
@@ -8,7 +8,10 @@ workloads, with the same rates, against every target, each pinned to core 1:
   on the embedded default (one process) and on Redis (two processes);
 - `socketio`: python-socketio on uvicorn (`bench/peers/socketio_server.py`);
 - `websockets`: a bare `websockets` server speaking the gateway's wire
-  format (`bench/peers/websockets_server.py`; it has no HTTP API).
+  format (`bench/peers/websockets_server.py`; it has no HTTP API);
+- `uvicorn-floor`: an ASGI app that only holds WebSockets, on uvicorn with
+  the gateway's flags (`bench/peers/uvicorn_floor.py`): W3 only, the least an
+  idle WebSocket can cost the gateway on uvicorn.
 
 Workloads:
 
@@ -69,7 +72,7 @@ HOST = "127.0.0.1"
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/11"
-TARGETS = ("gateway-uvicorn", "gateway-daphne", "socketio", "websockets")
+TARGETS = ("gateway-uvicorn", "gateway-daphne", "socketio", "websockets", "uvicorn-floor")
 WORKLOADS = ("w1", "w2", "w3", "w4")
 CHANNEL = "bench"
 BOT = "ci_bot"
@@ -519,7 +522,11 @@ class Target(abc.ABC):
 
     kind = ""
     has_http = False
+    has_channels = True  # answers subscribe and publish
     http_send_events = False  # the send-with-reply answer is an event stream
+    # The workloads it serves; the run records the others as skipped, for this reason.
+    workloads = WORKLOADS
+    not_served = ""
 
     def __init__(self, name: str, backend: str, harness: "Harness"):
         self.name = name
@@ -705,6 +712,20 @@ class WebsocketsTarget(PeerTarget, GatewayDialect):
         GatewayDialect.__init__(self)
 
 
+class UvicornFloorTarget(PeerTarget, GatewayDialect):
+    """uvicorn with an empty app: it answers nothing, so only W3 applies (the
+    client waits for the gateway's `welcome` frame, which the app sends)."""
+
+    module = "uvicorn_floor"
+    has_channels = False
+    workloads = ("w3",)
+    not_served = "an empty app, it only holds idle WebSockets (W3)"
+
+    def __init__(self, name: str, backend: str, harness: "Harness"):
+        PeerTarget.__init__(self, name, backend, harness)
+        GatewayDialect.__init__(self)
+
+
 class SocketIOTarget(PeerTarget, SocketIODialect):
     module = "socketio_server"
     has_http = True
@@ -727,6 +748,8 @@ def make_target(name: str, backend: str, harness: "Harness") -> Target:
         return SocketIOTarget(name, "-", harness)
     if name == "websockets":
         return WebsocketsTarget(name, "-", harness)
+    if name == "uvicorn-floor":
+        return UvicornFloorTarget(name, "-", harness)
     raise ValueError(name)
 
 
@@ -770,8 +793,13 @@ class Harness:
         self.bot = None
         self.publisher = None
         started = time.monotonic()
+        served = [w for w in self.workloads if w in target.workloads]
+        for w in self.workloads:
+            if w not in served:
+                self.log(f"  {w.upper()} skipped: {target.not_served}")
+                out["workloads"][w] = {"skipped": target.not_served}
         try:
-            if "w3" in self.workloads:
+            if "w3" in served:
                 target.start()
                 self.log(f"  started on ports {target.ports}")
                 out["workloads"]["w3"] = w3 = {"ws": await self.idle_websockets()}
@@ -780,9 +808,9 @@ class Harness:
                         target.stop()
                         target.start()
                     w3["sse"] = await self.idle_sse()
-                if plan.fresh_processes and set(self.workloads) - {"w3"}:
+                if plan.fresh_processes and set(served) - {"w3"}:
                     target.stop()
-            load = [w for w in self.workloads if w != "w3"]
+            load = [w for w in served if w != "w3"]
             if load:
                 if not target.ports or not target.alive() or plan.fresh_processes:
                     target.start()
@@ -943,8 +971,9 @@ class Harness:
         clients, _ = await connect_many(
             self.specs(0, n, "warm"), Sink(), client_class=target.client_class
         )
-        await asyncio.gather(*(target.subscribe(c, "warm") for c in clients[:2]))
-        target.publish(clients[-1], "warm", {"w": 1})
+        if target.has_channels:
+            await asyncio.gather(*(target.subscribe(c, "warm") for c in clients[:2]))
+            target.publish(clients[-1], "warm", {"w": 1})
         if target.has_http:
             pool = RawPool(HOST, target.port_for(0), 2, lambda *a: None)
             await pool.start()

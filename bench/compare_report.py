@@ -1,5 +1,6 @@
 """The comparison's results: one table (each figure per target, the gateway's
-ratio to each peer, the targets), a PNG chart, a JSON copy and a
+ratio to each peer, the targets, and for W3 the uvicorn empty-app floor
+beside the gateway), a PNG chart, a JSON copy and a
 section of docs/benchmarks.md between `<!-- bench:peers:start -->` and
 `<!-- bench:peers:end -->` (prose outside the markers is left alone).
 
@@ -18,6 +19,9 @@ JSON_OUT = ROOT / "docs" / "bench" / "peers.json"
 PNG_OUT = ROOT / "docs" / "bench" / "peers.png"
 START, END = "<!-- bench:peers:start -->", "<!-- bench:peers:end -->"
 PEERS = ("websockets", "socketio")
+# uvicorn with an app that only holds WebSockets: what the gateway cannot go
+# below on uvicorn, shown as a row of its own under the gateway's.
+FLOOR, FLOOR_ROW = "uvicorn-floor", "uvicorn empty-app floor"
 SHORT = {"websockets": "ws", "socketio": "sio"}
 DASH = "—"
 
@@ -263,17 +267,30 @@ def fmt_ratio(r: float | None) -> str:
     return f"{r:.2f}x" if r < 10 else f"{r:.0f}x"
 
 
+def ratio_texts(fig: Figure, cell: Cell | None, peer_cells: dict[str, Cell | None]) -> list[str]:
+    """A cell's ratio to each peer's, in the order of PEERS."""
+    return [
+        fmt_ratio(ratio(cell.value, pc.value)) if cell and pc and fig.better != "info" else DASH
+        for pc in (peer_cells[name] for name in PEERS)
+    ]
+
+
 def rows(run: dict) -> list[list[str]]:
-    """The table's rows: per figure, one row per gateway configuration."""
+    """The table's rows: per figure, one row per gateway configuration, then
+    the uvicorn floor's where it measured the figure."""
     by_label = {t["label"]: t for t in run["targets"]}
     cells = {label: target_cells(t) for label, t in by_label.items()}
     peers = {name: cells[name] for name in PEERS if name in cells}
+    floor = cells.get(FLOOR, {})
     gateways = [t["label"] for t in run["targets"] if t["kind"] == "gateway"] or [None]
     out = []
     for fig in figures(run):
         peer_cells = {name: peers.get(name, {}).get(fig.key) for name in PEERS}
-        if all(c is None for c in peer_cells.values()) and all(
-            g is None or fig.key not in cells[g] for g in gateways
+        floor_cell = floor.get(fig.key)
+        if (
+            all(c is None for c in peer_cells.values())
+            and all(g is None or fig.key not in cells[g] for g in gateways)
+            and floor_cell is None
         ):
             continue
         for n, label in enumerate(gateways):
@@ -284,16 +301,13 @@ def rows(run: dict) -> list[list[str]]:
                 row.append((pc.text if pc else DASH) if n == 0 else "")
             row.append(label.removeprefix("gateway-") if label else DASH)
             row.append(cell.text if cell else DASH)
-            for name in PEERS:
-                pc = peer_cells[name]
-                row.append(
-                    fmt_ratio(ratio(cell.value, pc.value))
-                    if cell and pc and fig.better != "info"
-                    else DASH
-                )
+            row += ratio_texts(fig, cell, peer_cells)
             met = verdict(fig, cell, peers)
             row.append({True: "yes", False: "**no**", None: DASH}[met] if fig.target else "")
             out.append(row)
+        if floor_cell is not None:
+            row = [""] * (2 + len(PEERS)) + [FLOOR_ROW, floor_cell.text]
+            out.append([*row, *ratio_texts(fig, floor_cell, peer_cells), ""])
     return out
 
 
@@ -364,7 +378,7 @@ CHART = [
     ("w4:ws", "W4 round trips/s over WebSocket", "higher"),
     ("w4:http", "W4 round trips/s over HTTP", "higher"),
 ]
-COLORS = {"websockets": "#7f7f7f", "socketio": "#4c72b0"}
+COLORS = {"websockets": "#7f7f7f", "socketio": "#4c72b0", FLOOR: "#8172b3"}
 GATEWAY_COLORS = ["#dd8452", "#c44e52", "#e5ae38", "#937860"]
 
 
@@ -374,9 +388,10 @@ def write_chart(run: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    # The references first, then the gateway's configurations.
-    labels = [name for name in PEERS if any(t["label"] == name for t in run["targets"])]
-    labels += [t["label"] for t in run["targets"] if t["label"] not in PEERS]
+    # The references first, then the uvicorn floor, then the gateway's configurations.
+    references = (*PEERS, FLOOR)
+    labels = [name for name in references if any(t["label"] == name for t in run["targets"])]
+    labels += [t["label"] for t in run["targets"] if t["label"] not in references]
     cells = {t["label"]: target_cells(t) for t in run["targets"]}
     figs = {f.key: f for f in figures(run)}
     panels = []
@@ -507,9 +522,14 @@ def section(run: dict) -> str:
         "generator used more than 90% of its core at that step or the next, so the "
         "generator, not the server, may be the limit. Ratios are gateway ÷ peer (for "
         "memory, lower is better).",
-        "",
-        "![gateway vs peers](bench/peers.png)",
     ]
+    if any(t["label"] == FLOOR for t in run["targets"]):
+        parts[-1] += (
+            f" The *{FLOOR_ROW}* rows (ratios floor ÷ peer): an ASGI app that only "
+            "accepts WebSockets and reads them, on uvicorn with the gateway's flags "
+            "(`bench/peers/uvicorn_floor.py`), the least the gateway can cost on uvicorn."
+        )
+    parts += ["", "![gateway vs peers](bench/peers.png)"]
     n = notes(run)
     if n:
         parts += ["", "**Notes on this run**", "", *n]

@@ -30,18 +30,20 @@ def ladder(rates, each, top_pass, **kw):
     return [step(r, each, r <= top_pass, p99=10 if r <= top_pass else 400, **kw) for r in rates]
 
 
+def idle_ws(kib, conn):
+    return {
+        "connections": 5000,
+        "kib_per_connection": kib,
+        "connections_per_s": conn,
+        "connect_s": 5000 / conn,
+        "generator_bound": False,
+    }
+
+
 def target(label, kind, *, w1, push=None, batch=None, kib, conn, ws_rt, gen=0.2):
     w = {
         "w1": {"sizes": {"1000": {"steps": ladder([10, 20, 50, 100], 1000, w1, gen=gen)}}},
-        "w3": {
-            "ws": {
-                "connections": 5000,
-                "kib_per_connection": kib,
-                "connections_per_s": conn,
-                "connect_s": 5000 / conn,
-                "generator_bound": False,
-            }
-        },
+        "w3": {"ws": idle_ws(kib, conn)},
         "w4": {"ws": {"steps": ladder([50, 100, 200], 1, ws_rt)}},
     }
     if push is not None:
@@ -58,6 +60,23 @@ def target(label, kind, *, w1, push=None, batch=None, kib, conn, ws_rt, gen=0.2)
         "kind": kind,
         "backend": "memory" if kind == "gateway" else "-",
         "workloads": w,
+        "errors": [],
+    }
+
+
+def floor(kib, conn):
+    skipped = {"skipped": "an empty app, it only holds idle WebSockets (W3)"}
+    return {
+        "label": "uvicorn-floor",
+        "name": "uvicorn-floor",
+        "kind": "peer",
+        "backend": "-",
+        "workloads": {
+            "w1": skipped,
+            "w2": skipped,
+            "w3": {"ws": idle_ws(kib, conn)},
+            "w4": skipped,
+        },
         "errors": [],
     }
 
@@ -129,6 +148,28 @@ def test_ratios_and_verdicts(run):
     assert gc_row[5].startswith("1 of 10 pauses")
 
 
+def test_uvicorn_floor_rows_follow_the_gateway(run):
+    run["targets"].append(floor(kib=10.5, conn=2800))
+    rows = report.rows(run)
+    kib = next(n for n, r in enumerate(rows) if r[0].startswith("W3 KiB per idle WebSocket"))
+    gateway, under = rows[kib], rows[kib + 1]
+    assert gateway[4] == "uvicorn/memory" and gateway[6] == "1.10x"  # unchanged by the floor
+    assert under[:4] == ["", "", "", ""]
+    assert under[4] == "uvicorn empty-app floor" and under[5] == "10.5 (5,000)"
+    assert under[6] == "1.05x" and under[7] == "0.26x" and under[8] == ""
+    conn = next(n for n, r in enumerate(rows) if r[0].startswith("W3 connections"))
+    assert rows[conn + 1][4] == "uvicorn empty-app floor" and rows[conn + 1][5].startswith("2,800")
+    assert sum(r[4] == "uvicorn empty-app floor" for r in rows) == 2  # W3 only
+    assert "empty-app floor" in report.section(run)
+
+
+def test_uvicorn_floor_alone_is_shown(run):
+    run["targets"] = [floor(kib=19.4, conn=1800)]
+    rows = report.rows(run)
+    assert [r[4] for r in rows] == ["—", "uvicorn empty-app floor"] * 2
+    assert rows[1][5] == "19.4 (5,000)" and rows[1][6] == "—"
+
+
 def test_table_and_section(run, tmp_path):
     text = report.table(run)
     assert text.splitlines()[0].startswith("| figure | target | websockets")
@@ -139,9 +180,11 @@ def test_table_and_section(run, tmp_path):
     assert out.startswith("intro\n") and out.endswith("\nafter\n")
     assert "old" not in out and "abc1234" in out and "bench/peers.png" in out
     assert "generator-bound steps" in out  # the note on websockets' W1
+    assert "empty-app floor" not in out  # it did not run
 
 
 def test_chart_is_written(run, tmp_path):
+    run["targets"].append(floor(kib=10.5, conn=2800))
     path = tmp_path / "peers.png"
     report.write_chart(run, path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
