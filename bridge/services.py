@@ -16,7 +16,7 @@ from django.conf import settings
 from accounts import directory
 from accounts.models import PublicAccount
 
-from . import delivery, envelope, mentions, replies
+from . import addressing, delivery, envelope, mentions, registry, replies
 from .addressing import Target
 from .backends import get_backend
 from .connections import aconnection_counts, close_remote
@@ -293,10 +293,6 @@ async def apublish_live(*, channel: str, data, sender: dict | None = None) -> Re
     them: it does not enter the channel's history, so it is never replayed
     and has no id (`"id": null`); `delivered` counts the subscribers that
     the registry shows across the gateway."""
-    # Imported here so that this addition leaves the module's head untouched.
-    from . import addressing, registry
-    from .backends import get_backend
-
     tail = envelope.encode_tail(event_type="message", data=data, channel=channel, sender=sender)
     # `tail` follows an id string (`…","event_type":…}`); a live frame has none.
     text = '{"type":"message","id":null,' + tail[2:]
