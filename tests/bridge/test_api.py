@@ -3,7 +3,6 @@
 import contextlib
 from http import HTTPStatus
 
-import httpx
 import orjson
 import pytest
 from channels.testing import WebsocketCommunicator
@@ -15,13 +14,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 PUSH = "/api/v1/push"
 BATCH = "/api/v1/push/batch"
-
-
-@pytest.fixture
-async def client():
-    transport = httpx.ASGITransport(app=application)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-        yield c
 
 
 @contextlib.asynccontextmanager

@@ -7,14 +7,12 @@ import time
 from datetime import timedelta
 from http import HTTPStatus
 
-import httpx
 import pytest
 from asgiref.sync import sync_to_async
 from django.utils import timezone
 
 from accounts import apikeys, directory, jwts
 from accounts.models import ApiKey, PublicAccount
-from realtime.asgi import application
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -55,13 +53,6 @@ def _auth_required(settings):
     apikeys.clear()
     yield
     apikeys.clear()
-
-
-@pytest.fixture
-async def client():
-    transport = httpx.ASGITransport(app=application)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-        yield c
 
 
 async def make_key(*scopes: str, name: str = "backend", **fields) -> tuple[ApiKey, str]:

@@ -5,7 +5,6 @@ import asyncio
 import contextlib
 from http import HTTPStatus
 
-import httpx
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
@@ -59,13 +58,6 @@ def _new_account(handle: str, active: bool, **fields) -> str:
 async def new_account(handle: str, *, active: bool = True, **fields) -> str:
     """Create a public account; returns its raw token."""
     return await sync_to_async(_new_account)(handle, active, **fields)
-
-
-@pytest.fixture
-async def client():
-    transport = httpx.ASGITransport(app=application)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-        yield c
 
 
 @contextlib.asynccontextmanager

@@ -4,7 +4,6 @@ the view, with no side effect counted twice."""
 
 from http import HTTPStatus
 
-import httpx
 import pytest
 from asgiref.sync import sync_to_async
 
@@ -14,7 +13,6 @@ from bridge import services
 from bridge.api import throttles
 from bridge.api.views import PushView
 from bridge.errors import Unavailable
-from realtime.asgi import application
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -32,13 +30,6 @@ def _clean():
     apikeys.clear()
     failures.clear()
     throttles.clear()
-
-
-@pytest.fixture
-async def client():
-    transport = httpx.ASGITransport(app=application)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-        yield c
 
 
 @pytest.fixture

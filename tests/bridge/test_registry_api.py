@@ -5,7 +5,6 @@ import asyncio
 import contextlib
 from http import HTTPStatus
 
-import httpx
 import pytest
 from channels.testing import WebsocketCommunicator
 
@@ -26,13 +25,6 @@ CONNECTION_FIELDS = {
     "connected_at",
     "last_seen",
 }
-
-
-@pytest.fixture
-async def client():
-    transport = httpx.ASGITransport(app=application)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-        yield c
 
 
 @contextlib.asynccontextmanager
