@@ -15,6 +15,7 @@ path sees such a request as if it came first (a bad key is counted
 once, a throttled request takes no token).
 """
 
+import logging
 from http import HTTPStatus
 
 import orjson
@@ -27,6 +28,9 @@ from .. import services
 from .errors import exception_handler
 from .serializers import PushIn
 from .views import PushView
+
+# Where Django logs the requests it answers with an error, as it would.
+request_log = logging.getLogger("django.request")
 
 # The names of the headers the lane reads, as the ASGI scope spells them.
 _META = {
@@ -85,6 +89,9 @@ class PushLane:
             receipt = await services.apush(item=item)
         except Exception as exc:  # noqa: BLE001 (rendered as the view would)
             response = exception_handler(exc, {})
+            status = HTTPStatus(response.status_code)
+            level = logging.ERROR if status >= HTTPStatus.INTERNAL_SERVER_ERROR else logging.WARNING
+            request_log.log(level, "%s: %s", status.phrase, scope["path"])
             headers = [
                 *self.headers,
                 *((k.encode(), v.encode()) for k, v in response.items() if k != "Content-Type"),

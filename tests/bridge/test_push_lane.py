@@ -128,7 +128,7 @@ async def test_a_throttled_push_takes_no_token_and_says_when_to_retry(client, se
         assert int(refused.headers["retry-after"]) > 0
 
 
-async def test_a_failing_push_is_answered_by_the_lane_once(client, monkeypatch):
+async def test_a_failing_push_is_answered_by_the_lane_once(client, monkeypatch, caplog):
     calls = []
 
     async def unavailable(*, item):
@@ -141,3 +141,5 @@ async def test_a_failing_push_is_answered_by_the_lane_once(client, monkeypatch):
     assert r.json()["error"] == "unavailable"
     assert r.headers["content-type"] == "application/json"
     assert len(calls) == 1
+    logged = [r for r in caplog.records if r.name == "django.request"]
+    assert [r.getMessage() for r in logged] == ["Service Unavailable: /api/v1/push"]
