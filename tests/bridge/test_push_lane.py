@@ -19,6 +19,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 PUSH = "/api/v1/push"
 A_PUSH = {"user_id": "alice", "data": {"text": "hi"}}
 HEADERS = {"content-type", "allow", "vary", "content-length"}
+# Parsed, but deeper than a frame can be encoded: the view answers 422.
+DEEP = b'{"user_id": "alice", "data": ' + b"[" * 300 + b"]" * 300 + b"}"
 
 
 @pytest.fixture(autouse=True)
@@ -80,9 +82,10 @@ async def test_a_valid_push_goes_through_the_lane(client, view_calls, path):
         ({"json": {"user_id": "alice", "bogus": 1}}, HTTPStatus.UNPROCESSABLE_ENTITY),
         ({"json": ["not", "an", "object"]}, HTTPStatus.UNPROCESSABLE_ENTITY),
         ({"content": b"{not json"}, HTTPStatus.BAD_REQUEST),
+        ({"content": DEEP}, HTTPStatus.UNPROCESSABLE_ENTITY),
         ({"json": A_PUSH, "headers": {"X-API-Key": "nope.nope"}}, HTTPStatus.UNAUTHORIZED),
     ],
-    ids=["origin", "query", "invalid", "list", "malformed", "bad-key"],
+    ids=["origin", "query", "invalid", "list", "malformed", "too-deep", "bad-key"],
 )
 async def test_everything_else_is_answered_by_the_view(client, view_calls, request_kwargs, status):
     r = await client.post(PUSH, **request_kwargs)
