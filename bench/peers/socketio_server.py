@@ -39,6 +39,8 @@ import socketio
 import uvicorn
 from socketio.exceptions import ConnectionRefusedError, TimeoutError
 
+from bench.peers.asgi import respond
+
 BOTS = {"ci_bot", "email_bot", "notification_bot", "system_bot"}
 
 sio = socketio.AsyncServer(async_mode="asgi")
@@ -110,21 +112,6 @@ async def read_body(receive) -> bytes:
         body += message.get("body", b"")
         more = message.get("more_body", False)
     return body
-
-
-async def respond(send, status: int, payload) -> None:
-    body = json.dumps(payload).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 async def http_app(scope, receive, send):

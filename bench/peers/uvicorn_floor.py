@@ -19,6 +19,8 @@ import json
 
 import uvicorn
 
+from bench.peers.asgi import respond
+
 WELCOME = json.dumps({"type": "welcome"}, separators=(",", ":"))
 MAX_MESSAGE = 2 * 1048576  # bin/serve: twice WEBSOCKET_MAX_FRAME_BYTES
 
@@ -47,21 +49,9 @@ async def websocket(receive, send):
 
 async def http(scope, send):
     if scope["method"] == "GET" and scope["path"] == "/health":
-        status, payload = 200, {"status": "healthy", "connections": connections}
+        await respond(send, 200, {"status": "healthy", "connections": connections})
     else:
-        status, payload = 404, {"error": "not_found"}
-    body = json.dumps(payload).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+        await respond(send, 404, {"error": "not_found"})
 
 
 if __name__ == "__main__":
